@@ -1,0 +1,33 @@
+# One place for the project's commands; README.md names them.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+
+.PHONY: install install-dev test test-slow test-all style quality bench
+
+install:
+	$(PIP) install -e .
+	# silero-vad bundles its ONNX model; its extras and pins would pull an old torch, so no dependencies.
+	$(PIP) install --no-deps silero-vad==6.2.3
+
+install-dev: install
+	$(PIP) install -e ".[dev]"
+
+test: install-dev
+	$(PYTHON) -m pytest -m "not slow" -q
+
+test-slow: install-dev
+	$(PYTHON) -m pytest -m slow -q
+
+test-all: install-dev
+	$(PYTHON) -m pytest -q
+
+style:
+	ruff format modeling_vita processing_vita tests benchmarks
+	ruff check --fix modeling_vita processing_vita tests benchmarks
+
+quality:
+	ruff format --check modeling_vita processing_vita tests benchmarks
+	ruff check modeling_vita processing_vita tests benchmarks
+
+bench: install-dev
+	$(PYTHON) benchmarks/bench_model.py
