@@ -136,7 +136,7 @@ def test_inputs_embeds_path_finds_placeholders_by_embedding():
 
 def test_gradient_checkpointing_backward_reaches_every_tower():
     model = tiny_model()
-    model.activation_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     inputs = build_inputs(model.config, MIXED_BATCH[:3])
     labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)

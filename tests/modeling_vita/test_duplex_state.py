@@ -1,0 +1,289 @@
+"""Tests of the pure duplex state machine, driven by scripted events on a virtual clock (no threads, no model)."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from modeling_vita.duplex_events import (
+    AnswerTurn,
+    CancelTurn,
+    Error,
+    Ignored,
+    ImageInput,
+    Interrupted,
+    ResponseDone,
+    SpeechDiscarded,
+    SpeechEnded,
+    SpeechStarted,
+    StartTurn,
+    StateDecided,
+    TextDelta,
+    TextInput,
+)
+from modeling_vita.duplex_state import DuplexState, DuplexStateMachine
+
+
+def segment(t: float, seconds: float = 1.0) -> SpeechEnded:
+    audio = np.zeros(int(seconds * 16000), dtype=np.float32)
+    return SpeechEnded(t, segment=audio, start=t - seconds, end=t)
+
+
+def of(outputs, cls):
+    return [item for item in outputs if isinstance(item, cls)]
+
+
+def speak(machine: DuplexStateMachine, t: float) -> int:
+    """The user speaks a segment that ends at `t`; returns the id of the turn it starts."""
+    machine.handle(SpeechStarted(t - 1.0))
+    (start,) = of(machine.handle(segment(t)), StartTurn)
+    return start.turn_id
+
+
+def answering(machine: DuplexStateMachine, t: float, text: str = "Once upon a time") -> int:
+    """A spoken query answered with `text` streamed (not finished); returns the responding turn id."""
+    turn = speak(machine, t)
+    out = machine.handle(StateDecided(t + 0.2, state="query_audio", turn_id=turn))
+    assert of(out, AnswerTurn) == [AnswerTurn(turn, state="query_audio")]
+    for i, word in enumerate(text.split(" ")):
+        machine.handle(TextDelta(t + 0.3 + 0.1 * i, text=word if i == 0 else " " + word, turn_id=turn))
+    return turn
+
+
+def test_noise_segment_does_not_interrupt_answer():
+    machine = DuplexStateMachine()
+    answer = answering(machine, 2.0, "Once upon")
+    noise = speak(machine, 4.0)
+    assert machine.state == DuplexState.DECIDING and machine.responding_turn == answer
+    out = machine.handle(StateDecided(4.15, state="noisy_audio", turn_id=noise))
+    assert [item.type for item in out] == ["state_decided", "ignored", "cancel_turn"]
+    assert out[0].latency == 4.15 - 4.0 and out[1] == Ignored(4.15, turn_id=noise)
+    assert out[2] == CancelTurn(noise, reason="noisy")
+    assert machine.state == DuplexState.RESPONDING and machine.responding_turn == answer
+    assert machine.handle(TextDelta(4.3, text=" a time", turn_id=answer)) == [TextDelta(4.3, " a time", answer)]
+    assert machine.handle(ResponseDone(5.0, turn_id=answer)) == [ResponseDone(5.0, "Once upon a time", answer)]
+    assert [(t.role, t.content, t.interrupted) for t in machine.history] == [
+        ("user", "", False),
+        ("assistant", "Once upon a time", False),
+    ]
+    assert machine.state == DuplexState.LISTENING
+
+
+def test_query_during_answer_interrupts_it_and_history_holds_both_turns():
+    machine = DuplexStateMachine()
+    first = answering(machine, 2.0, "Once upon")
+    second = speak(machine, 4.0)
+    out = machine.handle(StateDecided(4.2, state="query_audio", turn_id=second))
+    assert of(out, Interrupted) == [Interrupted(4.2, text="Once upon", turn_id=first)]
+    assert CancelTurn(first, reason="interrupted") in out
+    # The second turn's prompt was built before the first answer entered the history: it restarts with the
+    # consolidated history and its state already decided (no second decision).
+    assert CancelTurn(second, reason="restarted") in out
+    (restart,) = of(out, StartTurn)
+    assert restart.state == "query_audio" and restart.kind == "audio"
+    assert [(t.role, t.content, t.interrupted) for t in restart.history] == [
+        ("user", "", False),
+        ("assistant", "Once upon", True),
+    ]
+    assert machine.handle(TextDelta(4.3, text="late", turn_id=first)) == []  # the cut answer is silent now
+    machine.handle(TextDelta(4.4, text="Sure.", turn_id=restart.turn_id))
+    machine.handle(ResponseDone(4.6, turn_id=restart.turn_id))
+    history = machine.history
+    assert [(t.role, t.content, t.state, t.interrupted) for t in history] == [
+        ("user", "", "query_audio", False),
+        ("assistant", "Once upon", "query_audio", True),
+        ("user", "", "query_audio", False),
+        ("assistant", "Sure.", "query_audio", False),
+    ]
+    assert history[2].audio is not None and len(history[2].audio) == 16000
+    assert machine.state == DuplexState.LISTENING
+
+
+def test_back_to_back_interrupts():
+    machine = DuplexStateMachine()
+    current = answering(machine, 1.0, "one")
+    for k, t in enumerate((3.0, 3.5, 4.0)):
+        new = speak(machine, t)
+        out = machine.handle(StateDecided(t + 0.1, state="query_audio", turn_id=new))
+        assert len(of(out, Interrupted)) == 1
+        (restart,) = of(out, StartTurn)
+        current = restart.turn_id
+        assert machine.responding_turn == current
+        if k < 2:
+            machine.handle(TextDelta(t + 0.2, text=f"part{k}", turn_id=current))
+    machine.handle(ResponseDone(5.0, text="final", turn_id=current))
+    assert [(t.role, t.content, t.interrupted) for t in machine.history] == [
+        ("user", "", False),
+        ("assistant", "one", True),
+        ("user", "", False),
+        ("assistant", "part0", True),
+        ("user", "", False),
+        ("assistant", "part1", True),
+        ("user", "", False),
+        ("assistant", "final", False),
+    ]
+
+
+def test_query_without_running_answer_continues_the_same_turn():
+    machine = DuplexStateMachine()
+    turn = speak(machine, 2.0)
+    out = machine.handle(StateDecided(2.3, state="query_audio", turn_id=turn))
+    assert [item.type for item in out] == ["state_decided", "answer_turn"]
+    assert out[0].latency == 2.3 - 2.0
+
+
+def test_decision_for_superseded_segment_is_dropped():
+    machine = DuplexStateMachine()
+    old = speak(machine, 2.0)
+    machine.handle(SpeechStarted(2.5))
+    out = machine.handle(segment(3.0))
+    assert CancelTurn(old, reason="superseded") in out
+    (new,) = of(out, StartTurn)
+    assert machine.handle(StateDecided(3.1, state="query_audio", turn_id=old)) == []
+    assert machine.handle(TextDelta(3.2, text="stale", turn_id=old)) == []
+    assert machine.handle(ResponseDone(3.3, text="stale", turn_id=old)) == []
+    assert machine.deciding_turns == (new.turn_id,) and machine.history == []
+    out = machine.handle(StateDecided(3.4, state="query_audio", turn_id=new.turn_id))
+    assert of(out, AnswerTurn) == [AnswerTurn(new.turn_id, state="query_audio")]
+
+
+def test_response_finishing_while_new_segment_is_decided():
+    machine = DuplexStateMachine()
+    answer = answering(machine, 1.0, "All done")
+    pending = speak(machine, 3.0)
+    assert machine.handle(ResponseDone(3.05, turn_id=answer)) == [ResponseDone(3.05, "All done", answer)]
+    assert machine.state == DuplexState.DECIDING
+    out = machine.handle(StateDecided(3.2, state="query_audio", turn_id=pending))
+    assert of(out, Interrupted) == []  # nothing left to interrupt
+    (restart,) = of(out, StartTurn)  # but the history changed: answer with it
+    assert [t.content for t in restart.history] == ["", "All done"]
+    # The same with a noisy segment: ignored, nothing restarted, back to listening.
+    other = speak(machine, 5.0)
+    out = machine.handle(StateDecided(5.1, state="noisy_audio", turn_id=other))
+    assert of(out, Ignored) and not of(out, StartTurn)
+    assert machine.state == DuplexState.RESPONDING  # the restarted answer is still the one running
+
+
+def test_error_in_one_turn_keeps_the_machine_consistent():
+    machine = DuplexStateMachine()
+    answer = answering(machine, 1.0, "Half an")
+    out = machine.handle(Error(2.0, message="CUDA out of memory", turn_id=answer))
+    assert out == [Error(2.0, message="CUDA out of memory", turn_id=answer), CancelTurn(answer, reason="error")]
+    assert machine.state == DuplexState.LISTENING
+    assert [(t.content, t.interrupted) for t in machine.history] == [("", False), ("Half an", True)]
+    deciding = speak(machine, 3.0)
+    assert machine.handle(Error(3.1, message="bad features", turn_id=deciding))[-1] == CancelTurn(deciding, "error")
+    assert machine.state == DuplexState.LISTENING and len(machine.history) == 2
+    assert machine.handle(Error(3.2, message="bad chunk")) == [Error(3.2, message="bad chunk")]
+    ended_early = speak(machine, 4.0)
+    (error,) = machine.handle(ResponseDone(4.1, turn_id=ended_early))
+    assert isinstance(error, Error) and "state token" in error.message
+    # The session goes on: the next query is answered normally.
+    answering(machine, 6.0, "fine")
+    assert machine.state == DuplexState.RESPONDING
+
+
+def test_text_query_interrupts_answer_immediately():
+    machine = DuplexStateMachine()
+    answer = answering(machine, 1.0, "Let me")
+    out = machine.handle(TextInput(2.0, text="stop, what time is it?"))
+    assert [item.type for item in out] == ["interrupted", "cancel_turn", "start_turn"]
+    start = out[-1]
+    assert start.kind == "text" and start.text == "stop, what time is it?"
+    assert [t.content for t in start.history] == ["", "Let me"]  # already consolidated: no restart needed
+    # Even a hesitant model (<2> on typed text) cannot make the assistant ignore a typed query.
+    out = machine.handle(StateDecided(2.1, state="noisy_audio", turn_id=start.turn_id))
+    assert out[0].state == "query_text" and not of(out, Ignored)
+    assert of(out, AnswerTurn) == [AnswerTurn(start.turn_id, state="query_text")]
+    machine.handle(ResponseDone(2.5, text="Noon.", turn_id=start.turn_id))
+    assert machine.history[-2].content == "stop, what time is it?" and machine.history[-2].state == "query_text"
+    assert answer != start.turn_id
+
+
+def test_visual_context_is_latest_frames_and_never_enters_history():
+    machine = DuplexStateMachine(max_frames=2)
+    for i in range(5):
+        assert machine.handle(ImageInput(0.1 * i, image=f"frame{i}")) == []
+    turn = speak(machine, 2.0)
+    assert machine.frames == ("frame3", "frame4")
+    machine.handle(StateDecided(2.1, state="query_audio", turn_id=turn))
+    machine.handle(ResponseDone(2.5, text="A cat.", turn_id=turn))
+    (start,) = of(machine.handle(TextInput(3.0, text="and now?")), StartTurn)
+    assert start.images == ("frame3", "frame4")
+    assert all(not hasattr(t, "images") for t in start.history)
+    assert [t.content for t in start.history] == ["", "A cat."]
+
+
+def test_state_follows_speech_and_turns():
+    machine = DuplexStateMachine(max_history_turns=1)
+    assert machine.state == DuplexState.LISTENING
+    machine.handle(SpeechStarted(0.5))
+    assert machine.state == DuplexState.USER_SPEAKING
+    machine.handle(SpeechDiscarded(0.9, start=0.4, end=0.8))
+    assert machine.state == DuplexState.LISTENING
+    answer = answering(machine, 2.0)
+    machine.handle(SpeechStarted(3.0))
+    assert machine.state == DuplexState.USER_SPEAKING and machine.responding_turn == answer
+    machine.handle(ResponseDone(3.5, turn_id=answer))
+    answering(machine, 5.0)
+    (start,) = of(machine.handle(TextInput(6.0, text="x")), StartTurn)
+    assert len(start.history) == 2 and len(machine.history) == 4  # the prompt keeps the last exchange only
+    assert len(machine.reset()) == 1 and machine.history == [] and machine.state == DuplexState.LISTENING
+
+
+# Any sequence of inputs, including late and unknown turn ids, leaves the machine consistent.
+_event = st.one_of(
+    st.tuples(st.just("speech_started")),
+    st.tuples(st.just("speech_ended")),
+    st.tuples(st.just("text")),
+    st.tuples(st.just("image")),
+    st.tuples(st.just("decided"), st.integers(1, 12), st.sampled_from(["query_audio", "noisy_audio", "query_text"])),
+    st.tuples(st.just("delta"), st.integers(1, 12)),
+    st.tuples(st.just("done"), st.integers(1, 12)),
+    st.tuples(st.just("error"), st.one_of(st.none(), st.integers(1, 12))),
+)
+
+
+def _make_event(t, kind, args):
+    if kind == "speech_started":
+        return SpeechStarted(t)
+    if kind == "speech_ended":
+        return segment(t)
+    if kind == "text":
+        return TextInput(t, text="q")
+    if kind == "image":
+        return ImageInput(t, image=t)
+    if kind == "decided":
+        return StateDecided(t, state=args[1], turn_id=args[0])
+    if kind == "delta":
+        return TextDelta(t, text="w", turn_id=args[0])
+    if kind == "done":
+        return ResponseDone(t, turn_id=args[0])
+    return Error(t, message="boom", turn_id=args[0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_event, max_size=40))
+def test_history_is_consistent_after_any_sequence(script):
+    machine = DuplexStateMachine(max_frames=3)
+    started, cancelled = set(), set()
+    for t, (kind, *args) in enumerate(script):
+        event = _make_event(t, kind, args)
+        for item in machine.handle(event):
+            if isinstance(item, StartTurn):
+                assert item.turn_id not in started
+                started.add(item.turn_id)
+                assert len(item.images) <= 3
+            if isinstance(item, CancelTurn):
+                assert item.turn_id in started and item.turn_id not in cancelled
+                cancelled.add(item.turn_id)
+            if isinstance(item, TextDelta | AnswerTurn):
+                assert item.turn_id == machine.responding_turn
+        history = machine.history
+        assert len(history) % 2 == 0
+        for user, assistant in zip(history[::2], history[1::2]):
+            assert user.role == "user" and assistant.role == "assistant" and user.turn_id == assistant.turn_id
+            assert user.state in ("query_audio", "query_text") and assistant.state == user.state
+        active = set(machine.deciding_turns) | ({machine.responding_turn} - {None})
+        assert active <= started and not active & cancelled
+        assert machine.responding_turn not in machine.deciding_turns
+        assert len(machine.deciding_turns) <= 1
