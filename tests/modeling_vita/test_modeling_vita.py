@@ -211,3 +211,18 @@ def test_sdpa_and_eager_attention_agree():
     eager = model(**inputs).logits
     mask = inputs["attention_mask"].bool()
     torch.testing.assert_close(sdpa[mask], eager[mask], atol=1e-4, rtol=1e-4)
+
+
+def test_bfloat16_model_takes_float32_media():
+    model = tiny_model().to(torch.bfloat16)
+    inputs = build_inputs(model.config, MIXED_BATCH)
+    out = model(**inputs)
+    assert out.logits.dtype == torch.bfloat16
+    assert torch.isfinite(out.logits.float()).all()
+
+
+def test_device_map_auto_loads_and_generates(tmp_path):
+    tiny_model().save_pretrained(tmp_path)
+    model = VitaForConditionalGeneration.from_pretrained(tmp_path, device_map="auto")
+    inputs = build_inputs(model.config, [MIXED_BATCH[0]])
+    assert model.generate(**inputs, max_new_tokens=2, do_sample=False).shape[1] == inputs["input_ids"].shape[1] + 2
