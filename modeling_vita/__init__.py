@@ -18,6 +18,7 @@ from .modeling_vita import AUTO_MAP, VitaForConditionalGeneration, VitaModel, Vi
 
 __version__ = "0.1.0.dev0"
 
+
 def _register() -> None:
     AutoConfig.register(VitaConfig.model_type, VitaConfig, exist_ok=True)
     AutoConfig.register(VitaAudioEncoderConfig.model_type, VitaAudioEncoderConfig, exist_ok=True)

@@ -331,8 +331,8 @@ class VitaAudioEncoder(PreTrainedModel):
         if encoder_frames > self.config.max_source_positions:
             raise ValueError(
                 f"Audio of {encoder_frames} encoder frames exceeds the positional table of "
-                f"{self.config.max_source_positions} (about {self.config.max_source_positions * 0.04:.0f} s); split the "
-                "audio into shorter clips."
+                f"{self.config.max_source_positions} (about {self.config.max_source_positions * 0.04:.0f} s); "
+                "split the audio into shorter clips."
             )
         encoder_mask = _length_to_mask(encoder_lengths, encoder_frames)
         hidden_states = self.embedding(hidden_states)

@@ -160,7 +160,8 @@ class VitaConfig(PreTrainedConfig):
             )
         if not 0 < self.downsample_ratio <= 1 or int(1 / self.downsample_ratio) != 1 / self.downsample_ratio:
             raise ValueError(
-                f"`downsample_ratio` must be 1/k for an integer k (0.5 merges 2x2 patches), got {self.downsample_ratio}."
+                f"`downsample_ratio` must be 1/k for an integer k (0.5 merges 2x2 patches), got "
+                f"{self.downsample_ratio}."
             )
         placeholder_ids = {"image": self.image_token_id, "video": self.video_token_id, "audio": self.audio_token_id}
         if len(set(placeholder_ids.values())) != 3:
@@ -175,7 +176,7 @@ class VitaConfig(PreTrainedConfig):
 
     @property
     def image_seq_length(self) -> int:
-        """Vision tokens per 448 tile (or per frame): patches per side squared, times the pixel-shuffle ratio squared."""
+        """Vision tokens per tile or frame: patches per side squared, times the pixel-shuffle ratio squared."""
         image_size = self.vision_config.image_size[0]
         patch_size = self.vision_config.patch_size[0]
         return int((image_size // patch_size) ** 2 * self.downsample_ratio**2)

@@ -266,15 +266,21 @@ class VitaModel(VitaPreTrainedModel):
         if pixel_values is not None:
             image_outputs = self.get_image_features(pixel_values, **tower_kwargs)
             image_features = image_outputs.pooler_output.flatten(0, 1)
-            inputs_embeds = self._scatter(input_ids, inputs_embeds, self.config.image_token_id, image_features, "image")
+            inputs_embeds = self._scatter(
+                input_ids, inputs_embeds, self.config.image_token_id, image_features, "image"
+            )
         if pixel_values_videos is not None:
             video_outputs = self.get_video_features(pixel_values_videos, **tower_kwargs)
             video_features = video_outputs.pooler_output.flatten(0, 1)
-            inputs_embeds = self._scatter(input_ids, inputs_embeds, self.config.video_token_id, video_features, "video")
+            inputs_embeds = self._scatter(
+                input_ids, inputs_embeds, self.config.video_token_id, video_features, "video"
+            )
         if input_features is not None:
             audio_outputs = self.get_audio_features(input_features, input_features_mask, **tower_kwargs)
             audio_features = torch.cat(audio_outputs.pooler_output, dim=0)
-            inputs_embeds = self._scatter(input_ids, inputs_embeds, self.config.audio_token_id, audio_features, "audio")
+            inputs_embeds = self._scatter(
+                input_ids, inputs_embeds, self.config.audio_token_id, audio_features, "audio"
+            )
 
         if output_router_logits is not None:
             kwargs["output_router_logits"] = output_router_logits

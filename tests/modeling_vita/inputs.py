@@ -69,13 +69,22 @@ def select_sample(config, samples, index, generator_seed: int) -> dict:
     rows = batch["attention_mask"][index].bool()
     alone["input_ids"] = batch["input_ids"][index][rows][None]
     alone["attention_mask"] = torch.ones_like(alone["input_ids"])
-    tile_start = sum(part[1] for sample in samples[:index] for part in sample if isinstance(part, tuple) and part[0] == "image")
-    frame_start = sum(part[1] for sample in samples[:index] for part in sample if isinstance(part, tuple) and part[0] == "video")
-    clip_start = sum(1 for sample in samples[:index] for part in sample if isinstance(part, tuple) and part[0] == "audio")
-    own = [part for part in samples[index] if isinstance(part, tuple)]
-    n_tiles = sum(count for kind, count in own if kind == "image")
-    n_frames = sum(count for kind, count in own if kind == "video")
-    n_clips = sum(1 for kind, _ in own if kind == "audio")
+
+    def media(sample_list, kind, weight):
+        return sum(
+            part[1] if weight else 1
+            for sample in sample_list
+            for part in sample
+            if isinstance(part, tuple) and part[0] == kind
+        )
+
+    before, own = samples[:index], [samples[index]]
+    tile_start, frame_start, clip_start = (
+        media(before, "image", True),
+        media(before, "video", True),
+        media(before, "audio", False),
+    )
+    n_tiles, n_frames, n_clips = media(own, "image", True), media(own, "video", True), media(own, "audio", False)
     if n_tiles:
         alone["pixel_values"] = batch["pixel_values"][tile_start : tile_start + n_tiles]
     if n_frames:

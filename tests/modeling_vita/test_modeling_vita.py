@@ -105,7 +105,9 @@ def test_left_padded_batched_generation_equals_one_by_one():
         assert batched[index, -new_tokens:].tolist() == single[0, -new_tokens:].tolist()
 
 
-@pytest.mark.parametrize("modality, part", [("image", ("image", 1)), ("video", ("video", 2)), ("audio", ("audio", 100))])
+@pytest.mark.parametrize(
+    "modality, part", [("image", ("image", 1)), ("video", ("video", 2)), ("audio", ("audio", 100))]
+)
 def test_placeholder_and_feature_count_mismatch_raises_value_error(modality, part):
     model = tiny_model()
     inputs = build_inputs(model.config, [[1, 20, part, 21]])

@@ -1,0 +1,52 @@
+"""VITA processing package: image tiling, video sampling, audio fbank, tokenizer tools and VitaProcessor.
+
+Design: shared/design.md sections 2-3. Flat package (no subfolders) because the same files are saved next to a
+checkpoint as Hub remote code; modules import each other only relatively and never import `modeling_vita`.
+"""
+
+from .feature_extraction_vita import (
+    VitaFeatureExtractor,
+    get_audio_token_count,
+    get_num_fbank_frames,
+    load_audio,
+    load_global_cmvn,
+)
+from .image_processing_vita import VitaImageProcessor, find_tile_grid, get_num_tiles
+from .processing_vita import CHAT_TEMPLATE, SYSTEM_PROMPTS, VitaProcessor
+from .tokenization_vita import (
+    AUDIO_TOKEN,
+    IMAGE_TOKEN,
+    STATE_TOKENS,
+    VIDEO_TOKEN,
+    VitaState,
+    add_vita_special_tokens,
+    extend_tokenizer_vocabulary,
+    resize_embeddings_with_mean_init,
+    train_extension_tokenizer,
+)
+from .video_processing_vita import VitaVideoProcessor, sample_frame_indices
+
+__all__ = [
+    "AUDIO_TOKEN",
+    "CHAT_TEMPLATE",
+    "IMAGE_TOKEN",
+    "STATE_TOKENS",
+    "SYSTEM_PROMPTS",
+    "VIDEO_TOKEN",
+    "VitaFeatureExtractor",
+    "VitaImageProcessor",
+    "VitaProcessor",
+    "VitaState",
+    "VitaVideoProcessor",
+    "add_vita_special_tokens",
+    "extend_tokenizer_vocabulary",
+    "find_tile_grid",
+    "get_audio_token_count",
+    "get_num_fbank_frames",
+    "get_num_tiles",
+    "load_audio",
+    "load_global_cmvn",
+    "resize_embeddings_with_mean_init",
+    "sample_frame_indices",
+    "train_extension_tokenizer",
+]
