@@ -56,25 +56,39 @@ TEXT_TOKENS = 32
 DECODE_TOKENS = 32
 
 
-def build_models():
+def build_vita() -> VitaForConditionalGeneration:
+    config = VitaConfig(
+        text_config=TEXT,
+        vision_config=VISION,
+        audio_config=AUDIO,
+        image_token_id=IMAGE_TOKEN,
+        video_token_id=VIDEO_TOKEN,
+        audio_token_id=AUDIO_TOKEN,
+    )
+    return VitaForConditionalGeneration(config).eval()
+
+
+def build_internvl() -> InternVLForConditionalGeneration:
+    config = InternVLConfig(
+        text_config=TEXT, vision_config=VISION, image_token_id=IMAGE_TOKEN, tie_word_embeddings=False
+    )
+    return InternVLForConditionalGeneration(config).eval()
+
+
+def build_text() -> MixtralForCausalLM:
+    return MixtralForCausalLM(build_vita().config.text_config).eval()
+
+
+BUILDERS = {"vita": build_vita, "internvl": build_internvl, "text": build_text}
+
+
+def build_models() -> dict:
+    """All three models with the same LLM, vision and LM-head weights (MoE routing, hence work, then matches)."""
     torch.manual_seed(0)
-    vita = VitaForConditionalGeneration(
-        VitaConfig(
-            text_config=TEXT,
-            vision_config=VISION,
-            audio_config=AUDIO,
-            image_token_id=IMAGE_TOKEN,
-            video_token_id=VIDEO_TOKEN,
-            audio_token_id=AUDIO_TOKEN,
-        )
-    ).eval()
-    internvl = InternVLForConditionalGeneration(
-        InternVLConfig(text_config=TEXT, vision_config=VISION, image_token_id=IMAGE_TOKEN, tie_word_embeddings=False)
-    ).eval()
+    vita, internvl, text_only = build_vita(), build_internvl(), build_text()
     internvl.model.language_model.load_state_dict(vita.model.language_model.state_dict())
     internvl.model.vision_tower.load_state_dict(vita.model.vision_tower.state_dict())
     internvl.lm_head.load_state_dict(vita.lm_head.state_dict())
-    text_only = MixtralForCausalLM(vita.config.text_config).eval()
     text_only.model.load_state_dict(vita.model.language_model.state_dict())
     text_only.lm_head.load_state_dict(vita.lm_head.state_dict())
     return {"vita": vita, "internvl": internvl, "text": text_only}
@@ -145,7 +159,8 @@ def measure_speed(repeats: int) -> dict:
 def measure_memory(scenario: str, model_name: str) -> float:
     """Peak resident memory added by building `model_name` and running prefill + 8 decode steps, in MB."""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model = build_models()[model_name]
+    torch.manual_seed(0)
+    model = BUILDERS[model_name]()
     with torch.inference_mode():
         generate_seconds(model, make_inputs(scenario), 8)
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
@@ -164,8 +179,7 @@ def main() -> None:
     speed = measure_speed(args.repeats)
     memory = {}
     for case in CASES:
-        # A fresh process per case, so one model's peak does not hide another's. All three models are built there
-        # (to share the weights), so the figure is an upper bound common to every row; differences are what count.
+        # A fresh process per case that builds only that model, so one model's peak does not hide another's.
         command = [sys.executable, __file__, "--memory-case", *case, "--threads", str(args.threads)]
         memory[case] = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
     print(f"torch {torch.__version__}, {args.threads} threads, {args.repeats} rounds, CPU")
