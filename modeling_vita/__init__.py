@@ -14,7 +14,10 @@ from transformers import (
 
 from .audio_encoder import VitaAudioEncoder, get_audio_token_count
 from .configuration_vita import VitaAudioEncoderConfig, VitaConfig
+from .duplex_session import AudioOut, DuplexSession, EspeakTTS, PiperTTS
+from .duplex_vad import VADParams
 from .modeling_vita import AUTO_MAP, VitaForConditionalGeneration, VitaModel, VitaPreTrainedModel
+from .pipeline_vita_duplex import VitaDuplexPipeline, register_vita_duplex_pipeline
 
 __version__ = "0.1.0.dev0"
 
@@ -29,12 +32,20 @@ def _register() -> None:
     # Saved folders copy the code files and record where each class lives.
     VitaConfig.register_for_auto_class("AutoConfig")
     VitaForConditionalGeneration.register_for_auto_class("AutoModelForCausalLM")
+    register_vita_duplex_pipeline()
 
 
 _register()
 
 __all__ = [
     "AUTO_MAP",
+    "AudioOut",
+    "DuplexSession",
+    "EspeakTTS",
+    "PiperTTS",
+    "VADParams",
+    "VitaDuplexPipeline",
+    "register_vita_duplex_pipeline",
     "VitaAudioEncoder",
     "VitaAudioEncoderConfig",
     "VitaConfig",

