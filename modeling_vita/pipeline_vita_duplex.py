@@ -13,6 +13,7 @@ processor=processor)`.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -97,6 +98,12 @@ class VitaDuplexPipeline(Pipeline):
                 raise ValueError("max_new_tokens is given twice (argument and generate_kwargs); expected one")
             generate_kwargs["max_new_tokens"] = max_new_tokens
         return preprocess_params, {"generate_kwargs": generate_kwargs}, {}
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
+        """Save the model, the whole processor (chat template, CMVN, tiling limits) and the pipeline code, so that
+        `pipeline("vita-duplex", model=save_directory, trust_remote_code=True)` works where this project is absent."""
+        super().save_pretrained(save_directory, **kwargs)
+        self.processor.save_pretrained(save_directory)
 
     def _spellings(self) -> dict[str, list[int]]:
         return dict(zip(STATES, state_token_sequences(self.processor.tokenizer)))
