@@ -1,0 +1,161 @@
+"""Tests of the `vita-duplex` command line (`modeling_vita/cli_vita_duplex.py`; design in `shared/design.md` 3-4).
+
+A tiny random VITA and the tiny processor are saved to a folder and loaded back as remote code; two espeak-ng
+utterances separated by silence are played through the session; the printed timeline, the PNG and the spoken-answer
+wav are checked. The pure helpers (clip placement, mixing, drawing) are tested without a model.
+"""
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from modeling_vita import cli_vita_duplex
+from modeling_vita.cli_vita_duplex import draw_timeline, main, mix_answers, place_clips
+from modeling_vita.duplex_events import Interrupted, SpeechEnded, StateDecided
+from modeling_vita.duplex_session import AudioOut
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+LINE = re.compile(r"^\s*(?P<time>\d+\.\d+) s  (?P<type>\S+)\s+(?P<details>.*)$")
+
+
+def _espeak(text, path):
+    import soundfile
+
+    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
+    audio, rate = soundfile.read(str(path), dtype="float32")
+    return audio, rate
+
+
+def _speech_span(audio, rate):
+    loud = np.flatnonzero(np.abs(audio) > 0.02)
+    return loud[0] / rate, loud[-1] / rate
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    import torch
+
+    from modeling_vita import VitaForConditionalGeneration
+    from modeling_vita.testing_utils import tiny_vita_config
+    from processing_vita.testing_utils import tiny_vita_processor
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("vita-tiny")
+    VitaForConditionalGeneration(tiny_vita_config()).save_pretrained(path)
+    tiny_vita_processor().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory):
+    """Two utterances, 1 s of silence around each, stereo at espeak's 22.05 kHz; returns (path, truth, secs)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt install espeak-ng)")
+    import soundfile
+
+    folder = tmp_path_factory.mktemp("audio")
+    first, rate = _espeak("What is the weather like today?", folder / "a.wav")
+    second, _ = _espeak("Tell me a story about a cat.", folder / "b.wav")
+    gap = np.zeros(rate, dtype=np.float32)
+    mono = np.concatenate([gap, first, gap, second, gap])
+    truth = []
+    for offset, audio in ((len(gap), first), (2 * len(gap) + len(first), second)):
+        start, end = _speech_span(audio, rate)
+        truth.append((offset / rate + start, offset / rate + end))
+    path = folder / "input.wav"
+    soundfile.write(str(path), np.stack([mono, 0.5 * mono], axis=1), rate)
+    return path, truth, len(mono) / rate
+
+
+def _parse(output):
+    lines = [LINE.match(line) for line in output.splitlines()]
+    return [(float(m["time"]), m["type"], m["details"]) for m in lines if m]
+
+
+@needs_espeak
+def test_cli_prints_timeline_and_writes_png_and_wav(model_dir, recording, tmp_path, capsys):
+    import soundfile
+    from PIL import Image
+
+    audio_path, truth, input_secs = recording
+    png, wav = tmp_path / "timeline.png", tmp_path / "answers.wav"
+    status = main(
+        [
+            "--model", str(model_dir), "--audio", str(audio_path), "--max-new-tokens", "8",
+            "--timeline", str(png), "--timeline-width", "1000", "--tts", str(wav), "--tts-engine", "espeak",
+        ]
+    )  # fmt: skip
+    output = capsys.readouterr().out
+    assert status == 0, output
+    events = _parse(output)
+    assert "error" not in [kind for _, kind, _ in events], output
+
+    onsets = [float(re.search(r"speech from (\d+\.\d+)", d)[1]) for _, kind, d in events if kind == "speech_started"]
+    segments = [
+        tuple(map(float, re.search(r"segment (\d+\.\d+)-(\d+\.\d+)", d).groups()))
+        for _, kind, d in events
+        if kind == "speech_ended"
+    ]
+    assert len(onsets) == len(segments) == 2, output
+    for onset, (_, end), (speech_start, speech_end) in zip(onsets, segments, truth):
+        assert abs(onset - speech_start) < 0.3 and abs(end - speech_end) < 0.3, (onset, end, truth)
+
+    # One decision per segment, after its end, before the next segment starts.
+    kinds = [kind for _, kind, _ in events]
+    decisions = [index for index, kind in enumerate(kinds) if kind == "state_decided"]
+    ends = [index for index, kind in enumerate(kinds) if kind == "speech_ended"]
+    assert len(decisions) == 2 and ends[0] < decisions[0] < ends[1] < decisions[1], output
+    for index in decisions:
+        assert re.search(r"(query_audio|noisy_audio) \((query|noise)\) latency \d+\.\d+ s", events[index][2])
+
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.width == 1000 and image.height > 200
+    track, rate = soundfile.read(str(wav))
+    assert track.ndim == 1 and len(track) >= int(input_secs * rate)
+
+
+def test_missing_model_gives_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli_vita_duplex, "DEFAULT_MODEL_DIR", tmp_path / "no-such-folder")
+    status = main(["--audio", str(tmp_path / "any.wav")])
+    error = capsys.readouterr().err
+    assert status != 0
+    assert "--model" in error and "no-such-folder" in error
+
+
+def test_unreadable_audio_gives_a_clear_error(tmp_path, capsys):
+    status = main(["--model", str(tmp_path), "--audio", str(tmp_path / "missing.wav")])
+    assert status == 2 and "--audio" in capsys.readouterr().err
+
+
+def _clip(secs, time, turn_id, rate=8000):
+    return AudioOut(time, audio=np.full(int(secs * rate), 0.25, dtype=np.float32), sampling_rate=rate, turn_id=turn_id)
+
+
+def test_clips_follow_each_other_within_a_turn_and_stop_at_an_interruption():
+    events = [_clip(1.0, 2.0, 1), _clip(1.0, 2.0, 1), _clip(0.5, 2.5, 2), Interrupted(2.6, text="x", turn_id=1)]
+    placed = [(round(start, 3), round(stop, 3), event.turn_id) for start, stop, event in place_clips(events)]
+    assert placed == [(2.0, 2.6, 1), (2.5, 3.0, 2)]  # the second clip of turn 1 would start at 3.0 > 2.6: dropped
+    track, rate = mix_answers(events, input_secs=5.0)
+    assert rate == 8000 and len(track) == 5 * rate
+    assert track[int(2.55 * rate)] == pytest.approx(0.5)  # turns 1 and 2 overlap there: mixed, not concatenated
+    assert track[int(2.8 * rate)] == pytest.approx(0.25) and track[int(3.5 * rate)] == 0.0
+
+
+def test_timeline_has_the_requested_width_without_audio_out():
+    audio = np.sin(np.linspace(0, 300, 16_000 * 3)).astype(np.float32)
+    events = [
+        SpeechEnded(1.6, start=0.5, end=1.5),
+        StateDecided(1.7, state="query_audio", turn_id=1),
+        SpeechEnded(2.6, start=2.0, end=2.5),
+        StateDecided(2.7, state="query_audio", turn_id=2),
+        Interrupted(2.7, text="partial", turn_id=1),
+    ]
+    image = draw_timeline(events, audio, 16_000, width=1200)
+    assert image.size[0] == 1200
+    pixels = np.asarray(image)
+    assert ((pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)).any()  # the interruption is red
+    with pytest.raises(ValueError, match="found 100"):
+        draw_timeline(events, audio, 16_000, width=100)
