@@ -417,7 +417,6 @@ class VitaForConditionalGeneration(VitaPreTrainedModel, GenerationMixin):
         )
 
 
-
 # For remote-code models `generate` inspects `forward` at every decoding step (a transformers BC check); a precomputed
 # signature turns that from ~0.1 ms of introspection into an attribute read.
 VitaForConditionalGeneration.forward.__signature__ = inspect.signature(VitaForConditionalGeneration.forward)

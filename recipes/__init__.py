@@ -1,0 +1,1 @@
+"""Training recipes of VITA: the SFT script, its collator and data tools."""
