@@ -102,10 +102,13 @@ def main() -> None:
     rows.append(("audio 10 s at 48 kHz incl. resample (RTF)", f"{ours / 10:.5f}", "n/a", "< 0.01"))
 
     ip = VitaImageProcessor()
+    ip_exact = VitaImageProcessor(resize_backend="pil")
     photo = Image.fromarray(rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8))
     ours = median_time(lambda: ip(photo), repeats=5)
+    exact = median_time(lambda: ip_exact(photo), repeats=5)
     orig = median_time(lambda: original_tiles(photo), repeats=5)
     rows.append(("image tiling 4000x3000 (12 MP), ms", f"{ours * 1e3:.1f}", f"{orig * 1e3:.1f}", "< 150"))
+    rows.append(("  same, resize_backend='pil' (bit-exact), ms", f"{exact * 1e3:.1f}", f"{orig * 1e3:.1f}", ""))
     demo = FIXTURES / "demo1.jpg"
     if demo.is_file():
         demo_image = Image.open(demo).convert("RGB")

@@ -112,7 +112,7 @@ def test_rgba_logo_tiles_as_four_by_one_plus_thumbnail():
     assert image.mode == "RGBA"
     cols, rows = reference_closest_grid(*image.size)
     assert (cols, rows) == (4, 1)
-    out = VitaImageProcessor(image_size=56)(str(path))
+    out = VitaImageProcessor(image_size=56, resize_backend="pil")(str(path))
     assert out["image_num_patches"].tolist() == [5]
     expected = original_recipe_tiles(image.convert("RGB"), 56)
     torch.testing.assert_close(out["pixel_values"], expected, atol=1e-5, rtol=0)
@@ -121,7 +121,7 @@ def test_rgba_logo_tiles_as_four_by_one_plus_thumbnail():
 def test_pixel_values_equal_original_recipe_on_random_photo():
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (300, 530, 3), dtype=np.uint8))
-    out = VitaImageProcessor(image_size=56)(image)
+    out = VitaImageProcessor(image_size=56, resize_backend="pil")(image)
     torch.testing.assert_close(out["pixel_values"], original_recipe_tiles(image, 56), atol=1e-5, rtol=0)
 
 
@@ -132,7 +132,7 @@ def test_any_colour_mode_becomes_three_channel_rgb(mode):
     image = (
         base.convert(mode) if mode != "I;16" else Image.fromarray(rng.integers(0, 65535, (90, 120), dtype=np.uint16))
     )
-    out = VitaImageProcessor(image_size=56)(image)
+    out = VitaImageProcessor(image_size=56, resize_backend="pil")(image)
     assert out["pixel_values"].shape[1] == 3
     assert torch.isfinite(out["pixel_values"]).all()
     if mode in ("L", "P", "CMYK", "LA", "RGBA", "1"):
@@ -201,3 +201,21 @@ def test_save_and_load_keep_tiling_limits(tmp_path):
         6,
         False,
     )
+
+
+def test_torch_resize_backend_stays_within_two_grey_levels_of_the_original():
+    rng = np.random.default_rng(7)
+    image = Image.fromarray(rng.integers(0, 255, (90, 160, 3), dtype=np.uint8)).resize((1000, 560))
+    fast = VitaImageProcessor(image_size=56)(image)["pixel_values"]
+    exact = original_recipe_tiles(image, 56)
+    assert fast.shape == exact.shape
+    # Normalised units: one grey level is 1 / (255 * std) <= 0.0175.
+    level = 1 / (255 * min(VitaImageProcessor().image_std))
+    difference = (fast - exact).abs()
+    assert difference.max() <= 2 * level + 1e-6
+    assert (difference > 1e-5).float().mean() < 0.02
+
+
+def test_unknown_resize_backend_is_rejected():
+    with pytest.raises(ValueError, match="resize_backend is 'cv2'"):
+        VitaImageProcessor(resize_backend="cv2")
