@@ -15,7 +15,7 @@ data sets). Assistant texts already start with their state token (`<1>`, `<2>` o
 
     python recipes/data.py convert vita.json out_dir --media-root /data/vita
     python recipes/data.py stats out_dir --media-root /data/vita [--processor path/to/vita]
-    python recipes/data.py smoke /tmp/vita-smoke     # tiny synthetic data for recipes/vita-tiny/smoke.yaml
+    python recipes/data.py smoke data/vita-smoke     # tiny synthetic data for recipes/vita-tiny/smoke.yaml
 """
 
 from __future__ import annotations
