@@ -124,6 +124,9 @@ class VitaModel(VitaPreTrainedModel):
         self.multi_modal_projector = VitaMultiModalProjector(config)
         self.audio_tower = VitaAudioEncoder._from_config(config.audio_config)
         self.language_model = AutoModel.from_config(config.text_config)
+        # Under ZeRO-3/FSDP every rank must run every sharded tower in each step, or the ranks whose batch lacks a
+        # modality wait forever on the others' all-gathers; training scripts set this when they shard.
+        self.run_idle_towers = False
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -216,6 +219,20 @@ class VitaModel(VitaPreTrainedModel):
         mask = self.get_placeholder_mask(input_ids, inputs_embeds, token_id, features, modality)
         return inputs_embeds.masked_scatter(mask, features)
 
+    def _run_idle_towers(self, inputs_embeds, vision_outputs, audio_outputs) -> torch.Tensor:
+        """Run the towers this batch did not use on a minimal dummy input and add 0 x their output, so every rank
+        takes part in the same collectives and gradients (zeros) reach every trainable tower parameter."""
+        zero = inputs_embeds.new_zeros(())
+        if vision_outputs is None:
+            size = self.config.vision_config.image_size
+            dummy = inputs_embeds.new_zeros((1, self.config.vision_config.num_channels, size[0], size[1]))
+            zero = zero + self.get_image_features(dummy).pooler_output.sum() * 0.0
+        if audio_outputs is None:
+            # 7 fbank frames are the fewest that give one audio token.
+            dummy = inputs_embeds.new_zeros((1, 7, self.config.audio_config.num_mel_bins))
+            zero = zero + self.get_audio_features(dummy).last_hidden_state.sum() * 0.0
+        return inputs_embeds + zero.to(inputs_embeds.dtype)
+
     @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
@@ -283,6 +300,8 @@ class VitaModel(VitaPreTrainedModel):
                 input_ids, inputs_embeds, self.config.audio_token_id, audio_features, "audio"
             )
 
+        if self.training and self.run_idle_towers:
+            inputs_embeds = self._run_idle_towers(inputs_embeds, image_outputs or video_outputs, audio_outputs)
         if output_router_logits is not None:
             kwargs["output_router_logits"] = output_router_logits
         outputs = self.language_model(

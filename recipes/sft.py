@@ -198,6 +198,8 @@ def build_trainer(script_args: VitaScriptArguments, training_args: SFTConfig, mo
     ###############
     model, processor = load_model_and_processor(script_args, model_args, training_args.trust_remote_code)
     trained = set_trainable(model, script_args.stage, script_args.train_audio_adapter)
+    # With several processes (DDP, FSDP, ZeRO) a rank whose batch lacks a modality must still run that tower.
+    model.model.run_idle_towers = training_args.world_size > 1
     peft_config = get_peft_config(model_args)
     if peft_config is not None:
         peft_config.target_modules = model_args.lora_target_modules or script_args.lora_target_regex

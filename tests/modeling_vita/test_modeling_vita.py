@@ -228,3 +228,26 @@ def test_device_map_auto_loads_and_generates(tmp_path):
     model = VitaForConditionalGeneration.from_pretrained(tmp_path, device_map="auto")
     inputs = build_inputs(model.config, [MIXED_BATCH[0]])
     assert model.generate(**inputs, max_new_tokens=2, do_sample=False).shape[1] == inputs["input_ids"].shape[1] + 2
+
+
+def test_idle_towers_run_on_dummy_inputs_when_sharded_training_asks():
+    model = tiny_model().train()
+    inputs = build_inputs(model.config, [[1, 20, 21, 22, 23]])
+    labels = inputs["input_ids"].clone()
+    torch.manual_seed(1)
+    plain = model(**inputs, labels=labels).loss
+    model.model.run_idle_towers = True
+    calls = []
+    model.model.vision_tower.register_forward_hook(lambda *args: calls.append("vision"))
+    model.model.audio_tower.register_forward_hook(lambda *args: calls.append("audio"))
+    torch.manual_seed(1)
+    loss = model(**inputs, labels=labels).loss
+    assert sorted(calls) == ["audio", "vision"]
+    torch.testing.assert_close(loss, plain)
+    loss.backward()
+    for tower in (model.model.vision_tower, model.model.audio_tower, model.model.multi_modal_projector):
+        assert all(p.grad is not None for p in tower.parameters())
+    model.eval()
+    calls.clear()
+    model(**inputs)
+    assert calls == []  # never at inference
