@@ -30,7 +30,7 @@ def _run(*args: str) -> list[float]:
 def test_fsdp_two_cpu_processes_match_one_process():
     single = _run(str(WORKER), "single")
     sharded = _run(
-        "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", str(WORKER), "fsdp"
+        "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541", str(WORKER), "fsdp"
     )
     assert len(single) == len(sharded) == 3
     assert single[0] != single[-1]  # the steps did train

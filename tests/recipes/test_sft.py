@@ -130,11 +130,20 @@ def _accelerate(args: list[str], num_processes: int, config: str | None = None) 
     return result
 
 
-def test_accelerate_launch_saves_the_trained_stage(smoke, tmp_path):
+@pytest.mark.parametrize(
+    "stage",
+    [
+        "multimodal_sft",
+        pytest.param("llm", marks=pytest.mark.slow),
+        pytest.param("vision_align", marks=pytest.mark.slow),
+        pytest.param("audio_align", marks=pytest.mark.slow),
+    ],
+)
+def test_accelerate_launch_saves_the_trained_stage(smoke, tmp_path, stage):
     dataset, media = smoke
-    _accelerate(smoke_cli_args(dataset, media, str(tmp_path / "out"), max_steps=2), num_processes=1)
+    _accelerate(smoke_cli_args(dataset, media, str(tmp_path / "out"), stage=stage, max_steps=2), num_processes=1)
     saved = VitaForConditionalGeneration.from_pretrained(tmp_path / "out").state_dict()
-    assert _changed_modules(_initial_state(), saved) == TRAINED[("multimodal_sft", False)]
+    assert _changed_modules(_initial_state(), saved) == TRAINED[(stage, False)]
     assert (tmp_path / "out" / "processor_config.json").is_file() or (tmp_path / "out" / "tokenizer.json").is_file()
 
 
