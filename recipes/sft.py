@@ -68,6 +68,16 @@ class VitaScriptArguments(ScriptArguments):
     tiny_model: bool = field(
         default=False, metadata={"help": "Train a freshly initialised tiny VITA with the tiny processor (smoke runs)."}
     )
+    text_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Compose a fresh VITA: the causal LM (and its tokenizer) to start from, instead of a VITA."},
+    )
+    vision_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "With text_model_name_or_path: an internvl_vision (or internvl) checkpoint."}
+    )
+    audio_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "With text_model_name_or_path: a saved VitaAudioEncoder."}
+    )
     lora_target_regex: str = field(
         default=LANGUAGE_MODEL_ATTENTION,
         metadata={"help": "LoRA targets when `use_peft` and no `lora_target_modules`: a regex over module names."},
@@ -141,13 +151,26 @@ def load_model_and_processor(script_args: VitaScriptArguments, model_args: Model
         if model_args.attn_implementation is not None:
             config._attn_implementation = model_args.attn_implementation
         return VitaForConditionalGeneration(config), tiny_vita_processor()
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    if script_args.text_model_name_or_path is not None:
+        from recipes.compose import compose_vita
+
+        return compose_vita(
+            script_args.text_model_name_or_path,
+            script_args.vision_model_name_or_path,
+            script_args.audio_model_name_or_path,
+            dtype=None if dtype == "auto" else dtype,
+            trust_remote_code=trust_remote_code,
+        )
     if model_args.model_name_or_path is None:
-        raise ValueError("model_name_or_path is None and tiny_model is false; expected a VITA checkpoint folder.")
+        raise ValueError(
+            "model_name_or_path is None, text_model_name_or_path is None and tiny_model is false; expected a VITA "
+            "checkpoint folder, separate parts to compose, or tiny_model: true."
+        )
     from transformers import AutoModelForCausalLM, AutoProcessor
 
     import modeling_vita  # noqa: F401  (registers the Auto classes when the package is installed)
 
-    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     model = AutoModelForCausalLM.from_pretrained(
         model_args.model_name_or_path,
         revision=model_args.model_revision,
