@@ -37,8 +37,17 @@ if _REPO_ROOT not in sys.path:
 import datasets  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
+from accelerate import PartialState  # noqa: E402
 from transformers import set_seed  # noqa: E402
-from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer, TrlParser, get_peft_config  # noqa: E402
+from trl import (  # noqa: E402
+    ModelConfig,
+    ScriptArguments,
+    SFTConfig,
+    SFTTrainer,
+    TrlParser,
+    get_peft_config,
+    get_quantization_config,
+)
 
 from recipes.collator import VitaDataCollator  # noqa: E402
 from recipes.data import convert_records, load_original_json  # noqa: E402
@@ -171,12 +180,17 @@ def load_model_and_processor(script_args: VitaScriptArguments, model_args: Model
 
     import modeling_vita  # noqa: F401  (registers the Auto classes when the package is installed)
 
+    # QLoRA (`load_in_4bit` / `load_in_8bit`): bitsandbytes quantises the weights on load (needs a GPU).
+    quantization_config = get_quantization_config(model_args)
     model = AutoModelForCausalLM.from_pretrained(
         model_args.model_name_or_path,
         revision=model_args.model_revision,
         dtype=dtype,
         attn_implementation=model_args.attn_implementation,
         trust_remote_code=trust_remote_code,
+        quantization_config=quantization_config,
+        # Quantised weights are placed on this process's GPU at load time, one full copy per process.
+        device_map={"": PartialState().local_process_index} if quantization_config is not None else None,
     )
     processor = AutoProcessor.from_pretrained(
         model_args.model_name_or_path, revision=model_args.model_revision, trust_remote_code=trust_remote_code
