@@ -24,7 +24,6 @@ from recipes.vita_tiny.data import (
     main,
 )
 
-
 # The data speaks with both engines; without them the build cannot run (CI installs espeak-ng, piper is in `dev`).
 pytestmark = pytest.mark.skipif(
     shutil.which("espeak-ng") is None or importlib.util.find_spec("piper") is None,
