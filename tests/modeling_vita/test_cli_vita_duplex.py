@@ -7,7 +7,6 @@ wav are checked. The pure helpers (clip placement, mixing, drawing) are tested w
 
 import re
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -16,17 +15,10 @@ from modeling_vita import cli_vita_duplex
 from modeling_vita.cli_vita_duplex import draw_timeline, main, mix_answers, place_clips
 from modeling_vita.duplex_events import Interrupted, SpeechEnded, StateDecided
 from modeling_vita.duplex_session import AudioOut
+from tests.utils import espeak, requires_espeak
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+needs_espeak = requires_espeak
 LINE = re.compile(r"^\s*(?P<time>\d+\.\d+) s  (?P<type>\S+)\s+(?P<details>.*)$")
-
-
-def _espeak(text, path):
-    import soundfile
-
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
-    audio, rate = soundfile.read(str(path), dtype="float32")
-    return audio, rate
 
 
 def _speech_span(audio, rate):
@@ -57,8 +49,8 @@ def recording(tmp_path_factory):
     import soundfile
 
     folder = tmp_path_factory.mktemp("audio")
-    first, rate = _espeak("What is the weather like today?", folder / "a.wav")
-    second, _ = _espeak("Tell me a story about a cat.", folder / "b.wav")
+    first, rate = espeak("What is the weather like today?", folder / "a.wav")
+    second, _ = espeak("Tell me a story about a cat.", folder / "b.wav")
     gap = np.zeros(rate, dtype=np.float32)
     mono = np.concatenate([gap, first, gap, second, gap])
     truth = []

@@ -1,15 +1,11 @@
 """Tests of `modeling_vita.convert_vita_original_to_hf` on a tiny checkpoint in the original VITA-1.0 layout.
 
 The checkpoint and the independent re-implementation of the original forward pass live in `original_vita.py`
-(written from `shared/reference/vita_original.md`); loading as Hub remote code reuses the HIDE_PROJECT approach of
-`test_save_and_remote_code.py`.
+(written from `shared/reference/vita_original.md`); loading as Hub remote code runs through
+`tests.utils.run_with_project_hidden`.
 """
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -32,7 +28,7 @@ from modeling_vita.convert_vita_original_to_hf import (
     revert_state_dict,
 )
 from tests.modeling_vita import original_vita
-from tests.modeling_vita.test_save_and_remote_code import HIDE_PROJECT
+from tests.utils import run_with_project_hidden
 
 TOKEN_IDS = ["--image-token-id", "4", "--video-token-id", "5", "--audio-token-id", "6"]
 MEDIA_IDS = {"image": 4, "audio": 6}
@@ -284,15 +280,10 @@ def test_hub_cache_layout_loads_as_remote_code_with_the_project_hidden(checkpoin
     with torch.no_grad():
         expected = original_vita.original_forward(state_dict, original_ids, pixel_values, raw_fbank)
     torch.save({"inputs": ours, "expected": expected}, tmp_path / "expected.pt")
-    script = HIDE_PROJECT + textwrap.dedent(
+    stdout = run_with_project_hidden(
         f"""
         import torch
         from transformers import AutoModel
-        try:
-            import modeling_vita
-            raise SystemExit("the project is importable")
-        except ImportError:
-            pass
         data = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
         model, info = AutoModel.from_pretrained("org/vita", trust_remote_code=True, output_loading_info=True)
         assert not (info["missing_keys"] or info["unexpected_keys"]), info
@@ -302,16 +293,8 @@ def test_hub_cache_layout_loads_as_remote_code_with_the_project_hidden(checkpoin
             logits = model.eval()(**data["inputs"]).logits[0]
         torch.testing.assert_close(logits, data["expected"], atol=1e-4, rtol=1e-4)
         print("HUB_CACHE_OK")
-        """
+        """,
+        tmp_path,
+        env={"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"},
     )
-    env = {
-        **os.environ,
-        "HF_HUB_CACHE": str(tmp_path / "hub"),
-        "HF_HUB_OFFLINE": "1",
-        "HF_MODULES_CACHE": str(tmp_path / "modules"),
-        "PYTHONPATH": "",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert "HUB_CACHE_OK" in result.stdout, result.stderr[-3000:]
+    assert "HUB_CACHE_OK" in stdout

@@ -2,7 +2,6 @@
 on espeak-ng speech with the Silero VAD. Every test checks that `close()` joins every thread the session started."""
 
 import shutil
-import subprocess
 import threading
 import time
 
@@ -10,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_vita.duplex_session import AudioOut, DuplexSession, EspeakTTS, read_wav, split_sentences
+from modeling_vita.duplex_session import AudioOut, DuplexSession, EspeakTTS, split_sentences
 from modeling_vita.duplex_vad import VADParams
 from processing_vita.testing_utils import tiny_vita_processor
+from tests.utils import espeak
 
 SR = 16_000
 FAST_VAD = VADParams(start_secs=0.064, stop_secs=0.2, min_segment_secs=0.2, pre_roll_secs=0.1)
@@ -359,9 +359,7 @@ def test_run_in_real_time_paces_the_audio(processor, no_thread_left):
 
 
 def _espeak(text, tmp_path):
-    path = tmp_path / f"{abs(hash(text))}.wav"
-    subprocess.run(["espeak-ng", "-w", str(path), text], check=True, capture_output=True)
-    return read_wav(str(path))
+    return espeak(text, tmp_path / f"{abs(hash(text))}.wav")
 
 
 def _resample_to_16k(audio, rate):

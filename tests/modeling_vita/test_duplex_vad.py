@@ -1,10 +1,8 @@
 """Tests of the VAD segmenter (scripted probabilities), the resampler and the Silero ONNX scorer on espeak-ng audio."""
 
 import shutil
-import subprocess
 import sys
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +18,7 @@ from modeling_vita.duplex_vad import (
     VADSegmenter,
     VADState,
 )
+from tests.utils import espeak
 
 W = WINDOW_SIZE / 16000  # 32 ms
 
@@ -209,10 +208,7 @@ def test_silero_model_loads_without_importing_the_silero_package():
 
 
 def _espeak(text: str, path: Path) -> tuple[np.ndarray, int]:
-    subprocess.run(["espeak-ng", "-s", "150", "-w", str(path), text], check=True, capture_output=True)
-    with wave.open(str(path)) as file:
-        rate = file.getframerate()
-        audio = np.frombuffer(file.readframes(file.getnframes()), dtype=np.int16).astype(np.float32) / 32768
+    audio, rate = espeak(text, path, speed=150)
     voiced = np.nonzero(np.abs(audio) > 0.01)[0]
     return audio[voiced[0] : voiced[-1] + 1], rate
 

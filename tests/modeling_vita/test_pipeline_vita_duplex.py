@@ -1,10 +1,6 @@
 """Tests of the `vita-duplex` pipeline with the tiny VITA model (random weights) and the tiny processor."""
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 import threading
 
 import numpy as np
@@ -18,7 +14,7 @@ from modeling_vita.duplex_vad import VADParams
 from modeling_vita.pipeline_vita_duplex import VitaDuplexPipeline, register_vita_duplex_pipeline
 from modeling_vita.testing_utils import tiny_vita_config
 from processing_vita.testing_utils import tiny_vita_processor
-from tests.modeling_vita.test_save_and_remote_code import HIDE_PROJECT
+from tests.utils import run_with_project_hidden
 
 STATES = ("query_audio", "noisy_audio", "query_text")
 
@@ -96,7 +92,7 @@ def test_saved_pipeline_loads_as_remote_code_where_the_project_is_hidden(tmp_pat
     pipeline("vita-duplex", model=model, processor=tiny_vita_processor()).save_pretrained(tmp_path / "vita")
     config = json.loads((tmp_path / "vita" / "config.json").read_text())
     assert config["custom_pipelines"]["vita-duplex"]["impl"] == "pipeline_vita_duplex.VitaDuplexPipeline"
-    script = HIDE_PROJECT + textwrap.dedent(
+    stdout = run_with_project_hidden(
         f"""
         import numpy as np
         from transformers import pipeline
@@ -105,10 +101,7 @@ def test_saved_pipeline_loads_as_remote_code_where_the_project_is_hidden(tmp_pat
         out = pipe(audio=np.zeros(24000, dtype=np.float32), max_new_tokens=4)
         assert out["state"] in ("query_audio", "noisy_audio", "query_text"), out
         print("PIPELINE_OK", out)
-        """
+        """,
+        tmp_path,
     )
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert "PIPELINE_OK" in result.stdout, result.stderr[-3000:]
+    assert "PIPELINE_OK" in stdout

@@ -1,10 +1,6 @@
 """Saving, reloading, and loading a saved folder as Hub remote code in a process where the project is hidden."""
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -13,22 +9,9 @@ from transformers import AutoConfig, AutoModel
 from modeling_vita import VitaConfig, VitaForConditionalGeneration
 from modeling_vita.testing_utils import tiny_vita_config
 from tests.modeling_vita.inputs import build_inputs
+from tests.utils import run_with_project_hidden
 
 SAMPLE = [[1, 20, ("image", 2), 21, ("audio", 160), ("video", 2), 22]]
-
-# Runs first in the child: any import of this project's packages fails, so only the saved code can serve.
-HIDE_PROJECT = textwrap.dedent(
-    """
-    import sys
-    class _HideProject:
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("modeling_vita", "processing_vita", "tests"):
-                raise ImportError(f"{name} is hidden in this test")
-            return None
-    sys.meta_path.insert(0, _HideProject())
-    sys.path = [p for p in sys.path if p not in ("", ".")]
-    """
-)
 
 
 @pytest.fixture
@@ -63,15 +46,10 @@ def test_save_and_reload_gives_identical_logits(saved_model):
 
 
 def test_trust_remote_code_loads_in_a_process_where_the_project_is_hidden(saved_model):
-    script = HIDE_PROJECT + textwrap.dedent(
+    stdout = run_with_project_hidden(
         f"""
         import torch
         from transformers import AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText
-        try:
-            import modeling_vita
-            raise SystemExit("the project is importable")
-        except ImportError:
-            pass
         folder = {str(saved_model / "vita")!r}
         expected = torch.load({str(saved_model / "expected.pt")!r}, weights_only=True)
         for auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText):
@@ -84,13 +62,10 @@ def test_trust_remote_code_loads_in_a_process_where_the_project_is_hidden(saved_
             out = model.generate(**expected["inputs"], max_new_tokens=3, do_sample=False)
             assert out.shape[1] == expected["inputs"]["input_ids"].shape[1] + 3
         print("REMOTE_CODE_OK")
-        """
+        """,
+        saved_model,
     )
-    env = {**os.environ, "HF_MODULES_CACHE": str(saved_model / "modules"), "PYTHONPATH": ""}
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=saved_model, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert "REMOTE_CODE_OK" in result.stdout, result.stderr[-3000:]
+    assert "REMOTE_CODE_OK" in stdout
 
 
 def test_config_round_trips_through_dict_and_disk(tmp_path):
