@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install install-dev test test-slow test-all style quality bench
+.PHONY: install install-dev test test-slow test-all style quality bench vita-tiny
 
 install:
 	$(PIP) install -e .
@@ -31,3 +31,8 @@ quality:
 
 bench: install-dev
 	$(PYTHON) benchmarks/bench_model.py
+
+# Train the embedded default model from nothing (data, vocabulary extension, 4 stages, evaluation, export to
+# spaces_demo/vita-tiny); about half an hour on 2 CPU cores. Needs espeak-ng (apt) for the speech data.
+vita-tiny: install-dev
+	$(PYTHON) -m recipes.vita_tiny

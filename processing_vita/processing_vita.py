@@ -53,42 +53,59 @@ def _jinja_str(s: str) -> str:
 
 # Media blocks of a user turn come first (image -> "<image>\n", video -> "<video>\n", audio -> "<audio>") in their
 # order, then the text blocks, as the original prompts put media before the question.
-CHAT_TEMPLATE = (
-    "{%- set ns = namespace(image=false, video=false, system=none) -%}"
-    "{%- for m in messages -%}"
-    "{%- if m['content'] is string -%}"
-    "{%- if '<video>' in m['content'] -%}{%- set ns.video = true -%}{%- endif -%}"
-    "{%- if '<image>' in m['content'] -%}{%- set ns.image = true -%}{%- endif -%}"
-    "{%- else -%}{%- for b in m['content'] -%}"
-    "{%- if b['type'] == 'video' -%}{%- set ns.video = true -%}"
-    "{%- elif b['type'] in ('image', 'image_url') -%}{%- set ns.image = true -%}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{%- if m['role'] == 'system' and ns.system is none -%}"
-    "{%- if m['content'] is string -%}{%- set ns.system = m['content'] -%}"
-    "{%- else -%}{%- set ns.system = m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text')"
-    " | join('') -%}{%- endif -%}{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if ns.system is none -%}"
-    "{%- if ns.video -%}{%- set ns.system = " + _jinja_str(SYSTEM_PROMPTS["video"]) + " -%}"
-    "{%- elif ns.image -%}{%- set ns.system = " + _jinja_str(SYSTEM_PROMPTS["image"]) + " -%}"
-    "{%- else -%}{%- set ns.system = " + _jinja_str(SYSTEM_PROMPTS["lang"]) + " -%}{%- endif -%}"
-    "{%- endif -%}"
-    "{{- 'system:' + ns.system + '</s>' -}}"
-    "{%- for m in messages if m['role'] != 'system' -%}"
-    "{{- '\\n' + ('bot' if m['role'] == 'assistant' else m['role']) + ':' -}}"
-    "{%- if m['content'] is string -%}{{- m['content'] -}}"
-    "{%- else -%}"
-    "{%- for b in m['content'] -%}"
-    "{%- if b['type'] in ('image', 'image_url') -%}{{- '<image>\\n' -}}"
-    "{%- elif b['type'] == 'video' -%}{{- '<video>\\n' -}}"
-    "{%- elif b['type'] == 'audio' -%}{{- '<audio>' -}}{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- for b in m['content'] if b['type'] == 'text' -%}{{- b['text'] -}}{%- endfor -%}"
-    "{%- endif -%}"
-    "{{- '</s>' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '\\nbot:' -}}{%- endif -%}"
-)
+def build_chat_template(system_prompts: dict[str, str] | None = None) -> str:
+    """The jinja chat template with `system_prompts` (keys "lang", "image", "video"; default the released ones)
+    as the modality's default system prompt; a system message in the conversation overrides it."""
+    prompts = _checked_system_prompts(system_prompts)
+    return (
+        "{%- set ns = namespace(image=false, video=false, system=none) -%}"
+        "{%- for m in messages -%}"
+        "{%- if m['content'] is string -%}"
+        "{%- if '<video>' in m['content'] -%}{%- set ns.video = true -%}{%- endif -%}"
+        "{%- if '<image>' in m['content'] -%}{%- set ns.image = true -%}{%- endif -%}"
+        "{%- else -%}{%- for b in m['content'] -%}"
+        "{%- if b['type'] == 'video' -%}{%- set ns.video = true -%}"
+        "{%- elif b['type'] in ('image', 'image_url') -%}{%- set ns.image = true -%}{%- endif -%}"
+        "{%- endfor -%}{%- endif -%}"
+        "{%- if m['role'] == 'system' and ns.system is none -%}"
+        "{%- if m['content'] is string -%}{%- set ns.system = m['content'] -%}"
+        "{%- else -%}{%- set ns.system = m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text')"
+        " | join('') -%}{%- endif -%}{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- if ns.system is none -%}"
+        "{%- if ns.video -%}{%- set ns.system = " + _jinja_str(prompts["video"]) + " -%}"
+        "{%- elif ns.image -%}{%- set ns.system = " + _jinja_str(prompts["image"]) + " -%}"
+        "{%- else -%}{%- set ns.system = " + _jinja_str(prompts["lang"]) + " -%}{%- endif -%}"
+        "{%- endif -%}"
+        "{{- 'system:' + ns.system + '</s>' -}}"
+        "{%- for m in messages if m['role'] != 'system' -%}"
+        "{{- '\\n' + ('bot' if m['role'] == 'assistant' else m['role']) + ':' -}}"
+        "{%- if m['content'] is string -%}{{- m['content'] -}}"
+        "{%- else -%}"
+        "{%- for b in m['content'] -%}"
+        "{%- if b['type'] in ('image', 'image_url') -%}{{- '<image>\\n' -}}"
+        "{%- elif b['type'] == 'video' -%}{{- '<video>\\n' -}}"
+        "{%- elif b['type'] == 'audio' -%}{{- '<audio>' -}}{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- for b in m['content'] if b['type'] == 'text' -%}{{- b['text'] -}}{%- endfor -%}"
+        "{%- endif -%}"
+        "{{- '</s>' -}}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '\\nbot:' -}}{%- endif -%}"
+    )
+
+
+def _checked_system_prompts(system_prompts: dict[str, str] | None) -> dict[str, str]:
+    if system_prompts is None:
+        return dict(SYSTEM_PROMPTS)
+    if set(system_prompts) != set(SYSTEM_PROMPTS) or not all(isinstance(v, str) for v in system_prompts.values()):
+        raise ValueError(
+            f"system_prompts has keys {sorted(system_prompts)}; expected a string for each of {sorted(SYSTEM_PROMPTS)}"
+        )
+    return dict(system_prompts)
+
+
+CHAT_TEMPLATE = build_chat_template()
 
 _TEXT_KWARGS = {
     "padding",
@@ -119,6 +136,8 @@ class VitaProcessor(ProcessorMixin):
 
     `image_seq_length` is the number of LLM tokens one 448 tile (or one video frame) becomes:
     (image_size / patch_size)^2 * downsample_ratio^2 = (448 / 14)^2 * 0.25 = 256 for the released model.
+    `system_prompts` ("lang", "image", "video") are the default system prompts of the chat template and of the
+    training collator (default: the released model's); small models trained here use short ones.
     """
 
     text_kwargs = {"padding_side": "left"}
@@ -131,6 +150,7 @@ class VitaProcessor(ProcessorMixin):
         tokenizer: Any = None,
         chat_template: str | None = None,
         image_seq_length: int = 256,
+        system_prompts: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         image_processor = image_processor if image_processor is not None else VitaImageProcessor()
@@ -143,10 +163,11 @@ class VitaProcessor(ProcessorMixin):
             video_processor,
             feature_extractor,
             tokenizer,
-            chat_template=chat_template if chat_template is not None else CHAT_TEMPLATE,
+            chat_template=chat_template if chat_template is not None else build_chat_template(system_prompts),
             **kwargs,
         )
         self.image_seq_length = int(image_seq_length)
+        self.system_prompts = _checked_system_prompts(system_prompts)
         self.image_token = getattr(tokenizer, "image_token", None) or IMAGE_TOKEN
         self.video_token = getattr(tokenizer, "video_token", None) or VIDEO_TOKEN
         self.audio_token = getattr(tokenizer, "audio_token", None) or AUDIO_TOKEN
@@ -416,4 +437,4 @@ class VitaProcessor(ProcessorMixin):
 # save_pretrained then writes auto_map and copies these files, so AutoX(..., trust_remote_code=True) can load them.
 VitaProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["VitaProcessor", "CHAT_TEMPLATE", "SYSTEM_PROMPTS"]
+__all__ = ["VitaProcessor", "CHAT_TEMPLATE", "SYSTEM_PROMPTS", "build_chat_template"]

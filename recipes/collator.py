@@ -31,22 +31,26 @@ IGNORE_INDEX = -100
 _MEDIA_TEXT = {"image": "<image>\n", "video": "<video>\n", "audio": "<audio>"}
 
 
-def render_segments(row: dict[str, Any], eos: str = "</s>") -> list[tuple[str, bool]]:
+def render_segments(
+    row: dict[str, Any], eos: str = "</s>", system_prompts: dict[str, str] | None = None
+) -> list[tuple[str, bool]]:
     """The conversation of `row` as (text, trained) segments in the released model's `mixtral_two` format.
 
-    The system prompt follows the modality (video, image, else text/audio) unless a system message is given;
+    The system prompt follows the modality (video, image, else text/audio; from `system_prompts`, default the
+    released ones, as the processor's chat template does) unless a system message is given;
     user media blocks render as the chat template does (`<image>\\n`, `<video>\\n`, `<audio>`) in their order.
     """
     messages = row["messages"]
     system = next((m for m in messages if m["role"] == "system"), None)
+    prompts = system_prompts or SYSTEM_PROMPTS
     if system is not None:
         system_text = "".join(b["text"] for b in system["content"] if b["type"] == "text")
     elif row.get("videos"):
-        system_text = SYSTEM_PROMPTS["video"]
+        system_text = prompts["video"]
     elif row.get("images"):
-        system_text = SYSTEM_PROMPTS["image"]
+        system_text = prompts["image"]
     else:
-        system_text = SYSTEM_PROMPTS["lang"]
+        system_text = prompts["lang"]
     turns = [m for m in messages if m["role"] != "system"]
     last_assistant = max((i for i, m in enumerate(turns) if m["role"] == "assistant"), default=None)
     if last_assistant is None:
@@ -91,6 +95,7 @@ class VitaDataCollator:
         self.processor = processor
         self.media_root = Path(media_root) if media_root is not None else None
         self.pack_to_length = pack_to_length
+        self.system_prompts = getattr(processor, "system_prompts", None)
         tokenizer = processor.tokenizer
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.eos = tokenizer.eos_token or "</s>"
@@ -107,7 +112,7 @@ class VitaDataCollator:
 
     def encode(self, row: dict[str, Any]) -> dict[str, Any]:
         """One row -> 1-D `input_ids` and `labels` plus its media tensors (no padding)."""
-        segments = render_segments(row, self.eos)
+        segments = render_segments(row, self.eos, self.system_prompts)
         audios = self._media(row.get("audios"))
         encoded = self.processor(
             text=[text for text, _ in segments],

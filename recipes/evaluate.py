@@ -97,7 +97,7 @@ def split_row(row: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
 def build_inputs(processor: Any, prompt_row: dict[str, Any], media_root: str | os.PathLike | None) -> dict[str, Any]:
     """Model inputs of the prompt: the collator's rendering of the row up to the `bot:` before its last answer."""
     eos = processor.tokenizer.eos_token or "</s>"
-    segments = render_segments(prompt_row, eos)
+    segments = render_segments(prompt_row, eos, getattr(processor, "system_prompts", None))
     prompt = "".join(text for text, _ in segments[:-1])  # the last segment is the reference answer
 
     def media(key: str) -> list[Any] | None:

@@ -87,6 +87,13 @@ class VitaScriptArguments(ScriptArguments):
     audio_model_name_or_path: str | None = field(
         default=None, metadata={"help": "With text_model_name_or_path: a saved VitaAudioEncoder."}
     )
+    unfreeze_modules: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Submodules trained on top of the stage's set, e.g. model.vision_tower for towers that start "
+            "from random weights (vita-tiny); the released recipes leave it empty."
+        },
+    )
     lora_target_regex: str = field(
         default=LANGUAGE_MODEL_ATTENTION,
         metadata={"help": "LoRA targets when `use_peft` and no `lora_target_modules`: a regex over module names."},
@@ -99,8 +106,11 @@ class VitaScriptArguments(ScriptArguments):
             raise ValueError("dataset_name is None; expected a save_to_disk folder or a JSON/JSONL file of samples.")
 
 
-def set_trainable(model: torch.nn.Module, stage: str, train_audio_adapter: bool = False) -> list[str]:
-    """Freeze `model` (a VitaForConditionalGeneration) for `stage`; returns the names of the trained modules."""
+def set_trainable(
+    model: torch.nn.Module, stage: str, train_audio_adapter: bool = False, unfreeze_modules: list[str] | None = None
+) -> list[str]:
+    """Freeze `model` (a VitaForConditionalGeneration) for `stage`, then unfreeze `unfreeze_modules` too; returns
+    the names of the trained modules."""
     if stage not in STAGES:
         raise ValueError(f"stage={stage!r}; expected one of {STAGES}.")
     trained = {
@@ -111,6 +121,16 @@ def set_trainable(model: torch.nn.Module, stage: str, train_audio_adapter: bool 
     }[stage]
     if stage == "multimodal_sft" and train_audio_adapter:
         trained.append("model.audio_tower.adapter")
+    for name in unfreeze_modules or []:
+        try:
+            model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(
+                f"unfreeze_modules names {name!r}, which the model does not have; expected a submodule name such as "
+                "model.vision_tower, model.audio_tower or model.multi_modal_projector."
+            ) from None
+        if name not in trained:
+            trained.append(name)
     model.requires_grad_(False)
     for name in trained:
         model.get_submodule(name).requires_grad_(True)
@@ -234,7 +254,7 @@ def build_trainer(script_args: VitaScriptArguments, training_args: SFTConfig, mo
     # Load model
     ###############
     model, processor = load_model_and_processor(script_args, model_args, training_args.trust_remote_code)
-    trained = set_trainable(model, script_args.stage, script_args.train_audio_adapter)
+    trained = set_trainable(model, script_args.stage, script_args.train_audio_adapter, script_args.unfreeze_modules)
     # With several processes (DDP, FSDP, ZeRO) a rank whose batch lacks a modality must still run that tower.
     model.model.run_idle_towers = training_args.world_size > 1
     peft_config = get_peft_config(model_args)

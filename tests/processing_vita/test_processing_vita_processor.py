@@ -242,6 +242,36 @@ def _inputs():
     )
 
 
+SHORT_PROMPTS = {"lang": "Be brief.", "image": "Look at the image.", "video": "Watch the video."}
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        ("Hi", "Be brief."),
+        ([{"type": "image", "image": None}, {"type": "text", "text": "Hi"}], "Look at the image."),
+        ([{"type": "video", "video": None}, {"type": "text", "text": "Hi"}], "Watch the video."),
+    ],
+)
+def test_custom_system_prompts_follow_the_modality_and_survive_saving(tmp_path, content, expected):
+    from processing_vita.testing_utils import tiny_vita_tokenizer
+
+    proc = VitaProcessor(tokenizer=tiny_vita_tokenizer(), image_seq_length=4, system_prompts=SHORT_PROMPTS)
+    messages = [{"role": "user", "content": content}]
+    assert proc.apply_chat_template(messages, add_generation_prompt=True).startswith(f"system:{expected}</s>")
+    proc.save_pretrained(tmp_path)
+    loaded = VitaProcessor.from_pretrained(tmp_path)
+    assert loaded.system_prompts == SHORT_PROMPTS
+    assert loaded.apply_chat_template(messages, add_generation_prompt=True).startswith(f"system:{expected}</s>")
+
+
+def test_system_prompts_without_every_modality_are_refused():
+    from processing_vita.testing_utils import tiny_vita_tokenizer
+
+    with pytest.raises(ValueError, match=r"system_prompts has keys \['lang'\]; expected a string for each of"):
+        VitaProcessor(tokenizer=tiny_vita_tokenizer(), system_prompts={"lang": "Be brief."})
+
+
 def test_save_then_from_pretrained_gives_identical_outputs(tmp_path):
     from processing_vita.testing_utils import tiny_vita_processor
 

@@ -39,6 +39,31 @@ def _with_media(row, media):
 
 
 @pytest.mark.parametrize("index", [0, 1, 2, 3, 4, 5])
+def test_collator_renders_the_processors_own_system_prompts(smoke, index):
+    from processing_vita import VitaProcessor
+
+    rows, media = smoke
+    row = rows[index]
+    base = tiny_vita_processor()
+    prompts = {"lang": "Be brief.", "image": "Look at the image.", "video": "Watch the video."}
+    processor = VitaProcessor(
+        image_processor=base.image_processor,
+        video_processor=base.video_processor,
+        feature_extractor=base.feature_extractor,
+        tokenizer=base.tokenizer,
+        image_seq_length=base.image_seq_length,
+        system_prompts=prompts,
+    )
+    sample = VitaDataCollator(processor, media_root=media).encode(row)
+    rendered = processor.tokenizer.decode(sample["input_ids"], skip_special_tokens=False)
+    modality = "video" if row["videos"] else "image" if row["images"] else "lang"
+    assert rendered.startswith(f"<s>system:{prompts[modality]}</s>")
+    if row["end_tag"]:
+        full = "".join(text for text, _ in render_segments(row, system_prompts=prompts))
+        assert full == processor.apply_chat_template(_with_media(row, media), tokenize=False)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3, 4, 5])
 def test_labels_cover_exactly_the_answers(smoke, processor, index):
     rows, media = smoke
     row = rows[index]

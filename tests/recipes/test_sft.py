@@ -72,6 +72,24 @@ def test_stage_trains_exactly_its_modules(smoke, tmp_path, stage, adapter):
     assert _changed_modules(_initial_state(), model.state_dict()) == expected
 
 
+def test_unfreeze_modules_trains_a_tower_on_top_of_the_stage(smoke, tmp_path):
+    dataset, media = smoke
+    cli = smoke_cli_args(dataset, media, str(tmp_path), stage="vision_align", **FAST)
+    trainer = main(*parse_args(cli + ["--unfreeze_modules", "model.vision_tower"]))
+    expected = {"projector", "vision_tower"}
+    for name, param in trainer.model.named_parameters():
+        assert param.requires_grad == (_module_of(name) in expected), name
+    assert _changed_modules(_initial_state(), trainer.model.state_dict()) == expected
+
+
+def test_unfreeze_modules_with_an_unknown_name_is_refused():
+    from recipes.sft import set_trainable
+
+    model = VitaForConditionalGeneration(tiny_vita_config())
+    with pytest.raises(ValueError, match="unfreeze_modules names 'model.vision_encoder'"):
+        set_trainable(model, "llm", unfreeze_modules=["model.vision_encoder"])
+
+
 def test_fused_lm_head_loss_equals_model_loss(smoke, tmp_path):
     dataset, media = smoke
     args = parse_args(smoke_cli_args(dataset, media, str(tmp_path), router_aux_loss_coef=0.0, **FAST))

@@ -1,0 +1,285 @@
+"""The one command that makes vita-tiny: data, vocabulary extension, every training stage, evaluation, export.
+
+Design: the vita-tiny issue; the stages are the project's own recipes (`recipes/sft.py` with one YAML a stage under
+`recipes/vita-tiny/`, run as a user runs them, one subprocess each), evaluation is `recipes/evaluate.py` on the
+held-out split, and the export is `pipeline("vita-duplex").save_pretrained`, so the committed checkpoint carries model,
+processor, chat template and remote code. Layout of open-r1's and alignment-handbook's recipe runners.
+
+    python -m recipes.vita_tiny                     # everything, into spaces_demo/vita-tiny (make vita-tiny)
+    python -m recipes.vita_tiny --small --max-steps 2 --export /tmp/vt   # a smoke run in about a minute
+
+Steps and where they write (paths relative to the checkout):
+    data        data/vita-tiny (reused when its manifest matches; `--rebuild-data` forces)
+    initialize  runs/vita-tiny/init: English tokenizer + Chinese extension, processor (short system prompts, CMVN
+                from the training speech), untrained model
+    stages      runs/vita-tiny/stage1_llm -> stage2_vision_align -> stage2_audio_align -> stage3_multimodal_sft
+    evaluate    runs/vita-tiny/eval.json (+ eval.txt)
+    export      spaces_demo/vita-tiny (model card with the evaluation table), recipes/vita-tiny/training_curves.png
+                and the results section of recipes/vita-tiny/README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+RECIPE_DIR = REPO_ROOT / "recipes" / "vita-tiny"
+STAGES = ("stage1_llm", "stage2_vision_align", "stage2_audio_align", "stage3_multimodal_sft")
+STAGE_DATA = {
+    "stage1_llm": "llm_train",
+    "stage2_vision_align": "vision_train",
+    "stage2_audio_align": "audio_train",
+    "stage3_multimodal_sft": "sft_train",
+}
+RESULTS_BEGIN, RESULTS_END = "<!-- results:begin -->", "<!-- results:end -->"
+# The issue's acceptance targets, checked (and printed) after the evaluation.
+TARGETS = {"state accuracy": (">=", 0.95), "image QA": (">=", 0.90), "video QA": (">=", 0.80), "WER": ("<", 0.15)}
+
+
+def _log(message: str) -> None:
+    print(f"[vita-tiny {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def ensure_data(data_dir: Path, small: bool, rebuild: bool, seed: int) -> dict[str, Any]:
+    """Build the synthetic data unless a matching build is already there."""
+    from recipes.vita_tiny.data import DEFAULT_SIZES, SMALL_SIZES, build_vita_tiny_data
+
+    manifest_path = data_dir / "manifest.json"
+    wanted = SMALL_SIZES if small else DEFAULT_SIZES
+    if manifest_path.is_file() and not rebuild:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("sizes") == wanted and manifest.get("seed") == seed:
+            _log(f"data: reusing {data_dir} (built in {manifest['build_seconds']} s; --rebuild-data to rebuild)")
+            return manifest
+    _log(f"data: building {data_dir}")
+    return build_vita_tiny_data(data_dir, seed=seed, small=small)
+
+
+def run_stage(stage: str, data_dir: Path, work_dir: Path, previous: Path, extra: list[str]) -> Path:
+    """Run one stage's YAML through `recipes/sft.py` in a subprocess; returns its output folder."""
+    output = work_dir / stage
+    command = [
+        sys.executable, str(REPO_ROOT / "recipes" / "sft.py"), "--config", str(RECIPE_DIR / f"{stage}.yaml"),
+        "--model_name_or_path", str(previous), "--dataset_name", str(data_dir / STAGE_DATA[stage]),
+        "--media_root", str(data_dir / "media"), "--output_dir", str(output), *extra,
+    ]  # fmt: skip
+    _log(f"{stage}: {' '.join(command[1:])}")
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    subprocess.run(command, check=True, cwd=REPO_ROOT, env=env)
+    return output
+
+
+def stage_history(output: Path) -> list[dict[str, Any]]:
+    """The trainer's log history of a finished stage (`trainer_state.json`, written by `trainer.save_state`)."""
+    state = output / "trainer_state.json"
+    return json.loads(state.read_text())["log_history"] if state.is_file() else []
+
+
+def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Training loss of every stage against its step, one panel a stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(histories), figsize=(4 * len(histories), 3.2), squeeze=False)
+    for ax, (stage, history) in zip(axes[0], histories.items()):
+        points = [(h["step"], h["loss"]) for h in history if "loss" in h]
+        if points:
+            ax.plot(*zip(*points), color="tab:blue", linewidth=1.4)
+        ax.set_title(stage.replace("_", " "), fontsize=10)
+        ax.set_xlabel("step")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("training loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def headline(report: dict[str, Any]) -> dict[str, float | None]:
+    """The four numbers the issue asks for, from an `evaluate.py` report."""
+    return {
+        "state accuracy": report["state"]["accuracy"],
+        "image QA": report["exact_match"]["image"]["accuracy"],
+        "video QA": report["exact_match"]["video"]["accuracy"],
+        "WER": report["asr"]["wer"],
+    }
+
+
+def task_breakdown(report: dict[str, Any], rows: Any) -> dict[str, dict[str, Any]]:
+    """Accuracy by the data's `task` column (state correct and, where there is an answer, answer correct)."""
+    tasks = {row["id"]: row["task"] for row in rows}
+    out: dict[str, dict[str, Any]] = {}
+    for sample in report["samples"]:
+        entry = out.setdefault(tasks.get(sample["id"], "?"), {"n": 0, "state": 0, "answer": 0, "answered": 0})
+        entry["n"] += 1
+        entry["state"] += sample["expected_state"] == sample["predicted_state"]
+        if "correct" in sample:
+            entry["answered"] += 1
+            entry["answer"] += bool(sample["correct"])
+    return dict(sorted(out.items()))
+
+
+def results_markdown(summary: dict[str, Any]) -> str:
+    """The evaluation and timing tables shared by the model card and the recipe README."""
+    lines = ["| metric (held-out split) | value | target | met |", "|---|---|---|---|"]
+    for name, value in summary["headline"].items():
+        op, bound = TARGETS[name]
+        met = value is not None and (value >= bound if op == ">=" else value < bound)
+        shown = "-" if value is None else f"{value:.3f}"
+        lines.append(f"| {name} | {shown} | {op} {bound} | {'yes' if met else 'no'} |")
+    lines += ["", "| task | rows | state correct | answer correct |", "|---|---|---|---|"]
+    for task, entry in summary["tasks"].items():
+        answer = f"{entry['answer']}/{entry['answered']}" if entry["answered"] else "-"
+        lines.append(f"| {task} | {entry['n']} | {entry['state']}/{entry['n']} | {answer} |")
+    lines += ["", "| step | seconds |", "|---|---|"]
+    lines += [f"| {step} | {secs:.0f} |" for step, secs in summary["seconds"].items()]
+    lines.append(f"| total | {sum(summary['seconds'].values()):.0f} |")
+    return "\n".join(lines)
+
+
+def write_model_card(export: Path, summary: dict[str, Any]) -> None:
+    init = summary["initialize"]
+    card = f"""---
+license: apache-2.0
+library_name: transformers
+pipeline_tag: any-to-any
+tags: [vita, multimodal, audio, video, tiny, synthetic]
+---
+
+# vita-tiny
+
+A {init["parameters"] / 1e6:.1f} M-parameter VITA (Mixtral backbone with 4 experts, InternViT-style vision tower at
+56 px, VITA's audio encoder) trained from scratch on CPU by this project's recipes (`python -m recipes.vita_tiny`) on
+synthetic data: coloured shapes in pictures and moving in videos, bilingual text questions, spoken questions and
+background talk from Piper and espeak-ng voices with noise. It knows that little world only; it exists so the
+pipeline, the CLI and the Space show VITA's behaviour (state tokens, ignoring background talk, interruption) on any
+machine.
+
+```python
+from transformers import AutoModelForCausalLM, AutoProcessor, pipeline
+
+model = AutoModelForCausalLM.from_pretrained("path/to/vita-tiny", trust_remote_code=True)
+processor = AutoProcessor.from_pretrained("path/to/vita-tiny", trust_remote_code=True)
+pipe = pipeline("vita-duplex", model="path/to/vita-tiny", trust_remote_code=True)
+pipe(audio="question.wav", images="shapes.png")  # {{"state": "query_audio", "text": "red"}}
+```
+
+Vocabulary: a byte-level BPE of {init["base_vocabulary"]} tokens trained on the English text, extended with
+{init["chinese_pieces_added"]} Chinese pieces (a Chinese sample went from {init["chinese_sample_tokens_before"]} to
+{init["chinese_sample_tokens_after"]} tokens), {init["vocabulary"]} in all.
+
+## Evaluation (held-out voices, speeds, phrasings and background sentences)
+
+{results_markdown(summary)}
+"""
+    (export / "README.md").write_text(card, encoding="utf-8")
+
+
+def update_recipe_readme(summary: dict[str, Any]) -> None:
+    readme = RECIPE_DIR / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    if RESULTS_BEGIN not in text:
+        raise ValueError(f"{readme} has no {RESULTS_BEGIN} marker; expected the results section to replace.")
+    head, rest = text.split(RESULTS_BEGIN, 1)
+    tail = rest.split(RESULTS_END, 1)[1]
+    body = f"\n![training curves](training_curves.png)\n\n{results_markdown(summary)}\n"
+    readme.write_text(head + RESULTS_BEGIN + body + RESULTS_END + tail, encoding="utf-8")
+
+
+def export_checkpoint(model_dir: Path, export: Path) -> None:
+    """Save model + processor + remote code through the vita-duplex pipeline, in float32 (small enough)."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoProcessor, pipeline
+
+    import modeling_vita  # noqa: F401  (registers the vita-duplex task)
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True)
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    if export.exists():
+        shutil.rmtree(export)
+    pipeline("vita-duplex", model=model, processor=processor).save_pretrained(export)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default="data/vita-tiny")
+    parser.add_argument("--work-dir", default="runs/vita-tiny")
+    parser.add_argument("--export", default="spaces_demo/vita-tiny", help="folder of the finished checkpoint")
+    parser.add_argument("--small", action="store_true", help="the small data build (tests, smoke runs)")
+    parser.add_argument("--rebuild-data", action="store_true")
+    parser.add_argument("--max-steps", type=int, default=None, help="cap every stage at this many steps (smoke)")
+    parser.add_argument("--eval-limit", type=int, default=None, help="evaluate the first N held-out rows only")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-readme", action="store_true", help="leave recipes/vita-tiny/README.md as it is")
+    args = parser.parse_args(argv)
+    root = lambda p: Path(p) if Path(p).is_absolute() else REPO_ROOT / p  # noqa: E731
+    data_dir, work_dir, export = root(args.data_dir), root(args.work_dir), root(args.export)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    started = time.time()
+
+    def timed(step: str, fn, *a):
+        t0 = time.time()
+        result = fn(*a)
+        seconds[step] = time.time() - t0
+        return result
+
+    timed("data", ensure_data, data_dir, args.small, args.rebuild_data, args.seed)
+    from recipes.vita_tiny.initialize import initialize
+
+    init_summary = timed("initialize", initialize, data_dir, work_dir / "init", args.seed)
+    _log(f"initialize: {init_summary}")
+    extra = ["--max_steps", str(args.max_steps)] if args.max_steps else []
+    previous = work_dir / "init"
+    for stage in STAGES:
+        previous = timed(stage, run_stage, stage, data_dir, work_dir, previous, extra)
+
+    from recipes.evaluate import evaluate, format_report, load_model_and_processor, load_rows
+
+    def run_eval() -> tuple[dict[str, Any], Any]:
+        model, processor = load_model_and_processor(str(previous))
+        rows = load_rows(str(data_dir / "heldout"))
+        return evaluate(model, processor, rows, data_dir / "media", max_new_tokens=32, limit=args.eval_limit), rows
+
+    report, rows = timed("evaluate", run_eval)
+    (work_dir / "eval.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    (work_dir / "eval.txt").write_text(format_report(report) + "\n")
+    print(format_report(report))
+
+    t0 = time.time()
+    export_checkpoint(previous, export)
+    histories = {stage: stage_history(work_dir / stage) for stage in STAGES}
+    curves = export / "training_curves.png" if args.no_readme else RECIPE_DIR / "training_curves.png"
+    plot_curves(histories, curves)
+    seconds["export"] = time.time() - t0
+    summary = {
+        "headline": headline(report),
+        "tasks": task_breakdown(report, rows),
+        "initialize": init_summary,
+        "seconds": seconds,
+        "total_seconds": time.time() - started,
+    }
+    write_model_card(export, summary)
+    if not args.no_readme:
+        update_recipe_readme(summary)
+    (work_dir / "summary.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    size = sum(f.stat().st_size for f in export.rglob("*") if f.is_file())
+    _log(f"done in {summary['total_seconds'] / 60:.1f} min; {export} holds {size / 2**20:.1f} MiB")
+    for name, value in summary["headline"].items():
+        op, bound = TARGETS[name]
+        _log(f"{name}: {value} (target {op} {bound})")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
