@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install install-dev test test-slow test-all style quality bench vita-tiny
+.PHONY: install install-dev test test-slow test-all style quality bench vita-tiny demo
 
 install:
 	$(PIP) install -e .
@@ -36,3 +36,8 @@ bench: install-dev
 # spaces_demo/vita-tiny); about half an hour on 2 CPU cores. Needs espeak-ng (apt) for the speech data.
 vita-tiny: install-dev
 	$(PYTHON) -m recipes.vita_tiny
+
+# The Gradio Space (spaces_demo/) on the embedded spaces_demo/vita-tiny, or on $VITA_MODEL; http://127.0.0.1:7860.
+demo: install
+	$(PIP) install -e ".[demo]"
+	$(PYTHON) -m spaces_demo.app

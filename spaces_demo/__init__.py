@@ -1,0 +1,2 @@
+"""The VITA Gradio Space (issue #8): `python -m spaces_demo.app`; on a Hugging Face Space this folder is the repo root
+and `app.py` runs as a script (see README.md here). Nothing is imported or loaded by importing this package."""

@@ -1,0 +1,247 @@
+"""The real-time tab's handler: microphone chunks in, a live transcript, the answer, spoken clips and a timeline out.
+
+Design: the smallest real-time handler of fastrtc (`ReplyOnPause`: `receive(frame)` takes input, `emit()` hands out
+what is ready; `shared/reference/aesthetics.md` section 1.8) over VITA's `DuplexSession` (`shared/design.md` sections
+3-4), which already owns the VAD, the two model roles, interruption and speech synthesis in its threads, on top of
+the pure state machine of `modeling_vita/duplex_state.py`. This class adds only what a browser needs and stays a
+plain object, testable without one: chunks as gradio sends them (`(rate, int16 array)`, mono or stereo), a transcript
+of the events, the answer being streamed, a playback queue for the spoken sentences, and the timeline picture drawn
+by `cli_vita_duplex.draw_timeline` (the same renderer as the `vita-duplex` command).
+
+Playback: gradio's streaming audio output needs ffmpeg on the server and cannot be cut once sent, so spoken clips go
+out one by one through a plain autoplaying `gr.Audio`: the next clip is released when the previous one has played
+(wall clock), and an interruption releases a short silence, which replaces (so stops) the clip still playing.
+
+Echo: browsers cancel the echo of their own speaker in `getUserMedia` (echoCancellation is on by default), and the
+session's own guard compares the microphone with the synthesized audio at full scale, a level a microphone does not
+reach, so it would mute the user whenever the assistant speaks and no interruption could happen. The handler turns
+that guard off by default (`echo_margin_db=-inf`); pass a finite margin for a setup without echo cancellation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .limits import Limits
+    from .runtime import VitaRuntime
+
+ENVELOPE_RATE = 1_000  # samples a second kept of the microphone for the timeline's waveform (block peaks)
+CUT_SECS = 0.05  # the silence that replaces a clip still playing when its answer is interrupted
+STATE_LINES = {"query_audio": "answered query (audio)", "noisy_audio": "background talk", "query_text": "typed query"}
+
+
+@dataclass
+class RealtimeView:
+    """What the page shows after a `receive`/`emit`.
+
+    Args:
+        transcript: one line per event (speech segments, decisions, interruptions, answers), oldest first.
+        answer: the answer being streamed, or the latest one.
+        speech: a clip to play now as `(rate, int16 samples)`, or None to keep playing what plays.
+        changed: events arrived that change the timeline picture (a segment, a decision, an end or a cut).
+    """
+
+    transcript: list[str]
+    answer: str
+    speech: tuple[int, np.ndarray] | None
+    changed: bool
+
+
+def _as_float_mono(samples: np.ndarray) -> np.ndarray:
+    samples = np.asarray(samples)
+    if samples.dtype == np.int16:
+        samples = samples.astype(np.float32) / 32768.0  # what gradio's microphone hands out
+    elif samples.dtype.kind == "f":
+        samples = samples.astype(np.float32)
+    else:
+        raise ValueError(f"A microphone chunk must hold int16 or float samples, found {samples.dtype}")
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    elif samples.ndim != 1:
+        raise ValueError(f"A microphone chunk must be 1-D or (samples, channels), found shape {samples.shape}")
+    return samples
+
+
+def _resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
+    if rate == target or not len(audio):
+        return audio
+    positions = np.arange(int(len(audio) * target / rate)) * rate / target
+    return np.interp(positions, np.arange(len(audio)), audio).astype(np.float32)
+
+
+class RealtimeHandler:
+    """One browser session's live conversation: `receive` microphone chunks, `emit` what to show and play.
+
+    Args:
+        runtime: the loaded model and the code it came with (`runtime.VitaRuntime`).
+        tts: a speech engine (`synthesize(text) -> (samples, rate)`) or None for text answers only.
+        limits: `max_realtime_secs` bounds the audio one conversation may stream.
+        clock: wall clock in seconds for the playback queue (tests pass a fake one).
+        session_kwargs: more `DuplexSession` arguments (`vad=VADParams(...)`, `generation_kwargs={...}`,
+            `vad_scorer=...`, `echo_margin_db=...`).
+    """
+
+    def __init__(
+        self,
+        runtime: VitaRuntime,
+        tts: Any | None = None,
+        limits: Limits | None = None,
+        clock: Any = time.monotonic,
+        **session_kwargs: Any,
+    ) -> None:
+        self.runtime = runtime
+        self.max_secs = limits.max_realtime_secs if limits is not None else float("inf")
+        self.clock = clock
+        session_kwargs.setdefault("echo_margin_db", float("-inf"))  # see the module docstring
+        self.session = runtime.new_session(tts=tts, **session_kwargs)
+        self.events: list[Any] = []
+        self._envelope: list[np.ndarray] = []
+        self._received_secs = 0.0
+        self._lines: list[list[Any]] = []  # [key, text]; an answer's line is rewritten as its text grows
+        self._answer_line: dict[int, int] = {}
+        self._answers: dict[int, str] = {}
+        self._answers_started: dict[int, float] = {}
+        self._latest_turn: int | None = None
+        self._interrupted: set[int] = set()
+        self._clips: list[tuple[int, np.ndarray, int]] = []  # (turn_id, samples, rate) waiting to be played
+        self._playing_until = 0.0
+        self._cut_pending = False
+        self._closed = False
+
+    # -- input ---------------------------------------------------------------------------------------------------
+
+    def receive(self, chunk: tuple[int, np.ndarray]) -> None:
+        """Take one microphone chunk as gradio gives it: `(sampling_rate, samples)`, int16 or float, mono or stereo."""
+        if self._closed:
+            raise ValueError("the RealtimeHandler is closed; expected an open one (start a new conversation)")
+        rate, samples = chunk
+        samples = _as_float_mono(samples)
+        secs = len(samples) / rate
+        if self._received_secs + secs > self.max_secs:
+            raise ValueError(
+                f"This conversation would stream {self._received_secs + secs:.1f} s of audio; the limit is "
+                f"{self.max_secs:g} s. Press Reset to start a new one"
+            )
+        self._received_secs += secs
+        block = max(int(round(rate / ENVELOPE_RATE)), 1)
+        usable = len(samples) - len(samples) % block
+        if usable:
+            self._envelope.append(np.abs(samples[:usable]).reshape(-1, block).max(axis=1))
+        self.session.push_audio(samples, int(rate))
+
+    def show_image(self, image: Any) -> None:
+        """A picture the next questions may be about (the session keeps the latest frames as visual context)."""
+        self.session.push_image(image)
+
+    # -- output --------------------------------------------------------------------------------------------------
+
+    def emit(self) -> RealtimeView:
+        """Everything that happened since the last call, as the page should show it."""
+        changed = False
+        for event in self.session.events(timeout=0):
+            changed |= self._record(event)
+        return RealtimeView(self.transcript(), self.answer, self._next_clip(), changed)
+
+    def finish(self, timeout: float = 30.0) -> RealtimeView:
+        """The microphone stopped: close the open segment, let the pending turns finish, then `emit`."""
+        self.session.flush()
+        self.session.wait_idle(timeout)
+        view = self.emit()
+        view.changed = True
+        return view
+
+    def transcript(self) -> list[str]:
+        return [text for _, text in self._lines]
+
+    @property
+    def answer(self) -> str:
+        return self._answers.get(self._latest_turn, "") if self._latest_turn is not None else ""
+
+    def timeline(self, width: int = 1000) -> Any | None:
+        """The event timeline as a PIL image (`cli_vita_duplex.draw_timeline`), or None without that module."""
+        if self.runtime.cli is None:
+            return None
+        envelope = np.concatenate(self._envelope) if self._envelope else np.zeros(1, dtype=np.float32)
+        return self.runtime.cli.draw_timeline(self.events, envelope, ENVELOPE_RATE, width=width)
+
+    def close(self) -> None:
+        """Stop the session's turns and threads. Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self.session.close()
+
+    # -- bookkeeping ---------------------------------------------------------------------------------------------
+
+    def _line(self, event: Any, label: str, details: str = "") -> None:
+        self._lines.append([event.type, f"{event.time:6.2f} s · {label}" + (f" · {details}" if details else "")])
+
+    def _record(self, event: Any) -> bool:
+        kind = event.type
+        if kind == "audio_out":
+            if len(event.audio) and event.turn_id not in self._interrupted:
+                self._clips.append((event.turn_id, event.audio, event.sampling_rate))
+            self.events.append(event)  # the timeline draws the spoken clips
+            return True
+        self.events.append(event)
+        describe = self.runtime.cli.describe if self.runtime.cli is not None else (lambda event: "")
+        if kind == "speech_started":
+            self._line(event, "speech started")
+        elif kind == "speech_ended":
+            self._line(event, "speech segment", describe(event))
+        elif kind == "speech_discarded":
+            self._line(event, "too short, dropped", describe(event))
+        elif kind == "state_decided":
+            token = self.runtime.events.STATE_TOKENS[event.state]
+            self._line(event, f"{token} {STATE_LINES[event.state]}", f"turn {event.turn_id}")
+        elif kind == "text_delta":
+            # One line per answer, rewritten as it grows; it keeps the time its first words came.
+            first = self._answers_started.setdefault(event.turn_id, event.time)
+            self._answers[event.turn_id] = self._answers.get(event.turn_id, "") + event.text
+            self._latest_turn = event.turn_id
+            text = f"{first:6.2f} s · answer (turn {event.turn_id}): {self._answers[event.turn_id]}"
+            if event.turn_id in self._answer_line:
+                self._lines[self._answer_line[event.turn_id]][1] = text
+            else:
+                self._answer_line[event.turn_id] = len(self._lines)
+                self._lines.append(["answer", text])
+            return False
+        elif kind == "response_done":
+            self._line(event, "answer done", f"turn {event.turn_id}")
+        elif kind == "interrupted":
+            self._line(event, "INTERRUPTED", f"turn {event.turn_id} stopped after {event.text!r}")
+            self._interrupted.add(event.turn_id)
+            self._drop_clips(event.turn_id)
+        elif kind == "ignored":
+            self._line(event, "ignored: background talk", f"turn {event.turn_id}, the answer goes on")
+        elif kind == "error":
+            self._line(event, "error", event.message)
+        return kind != "speech_started"
+
+    def _drop_clips(self, turn_id: int) -> None:
+        if any(clip_turn == turn_id for clip_turn, _, _ in self._clips) or self.clock() < self._playing_until:
+            self._cut_pending = True  # something of that answer plays or would play: stop it
+        self._clips = [clip for clip in self._clips if clip[0] != turn_id]
+
+    def _next_clip(self) -> tuple[int, np.ndarray] | None:
+        now = self.clock()
+        if self._cut_pending:
+            self._cut_pending = False
+            self._playing_until = now + CUT_SECS
+            rate = self._clips[0][2] if self._clips else 16_000
+            return rate, np.zeros(int(rate * CUT_SECS), dtype=np.int16)
+        if not self._clips or now < self._playing_until:
+            return None
+        # Everything queued goes out as one clip at the first clip's rate; it plays to its end before the next.
+        rate = self._clips[0][2]
+        audio = np.concatenate([_resample(samples, clip_rate, rate) for _, samples, clip_rate in self._clips])
+        self._clips = []
+        self._playing_until = now + len(audio) / rate
+        return rate, (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+__all__ = ["RealtimeHandler", "RealtimeView"]

@@ -1,0 +1,264 @@
+"""Browser test of the Space: the app on a free localhost port, driven by Playwright in the system's headless Chromium.
+
+It does what a visitor does in the chat tab: a typed question with an image of one red circle, then an uploaded spoken
+question ("What is two plus three?") and an uploaded recording of background talk ("I will buy some bread
+tomorrow."), both spoken by espeak-ng with a voice vita-tiny was trained on. It checks the DOM (one badge per turn,
+the typed turn's badge, an answer after each answered badge, the user's image and recordings) and a full-page
+screenshot: the file exists, is not blank, and at the place of each badge it shows the badge's colour.
+
+With any model the structure is checked (the typed turn is always `<3>`; a random model decides the audio turns at
+random). On the trained `spaces_demo/vita-tiny` checkpoint the answers are checked too: "red", `<1>` and "five", `<2>`
+with nothing said.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+VITA_TINY = REPO_ROOT / "spaces_demo" / "vita-tiny"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+BADGES = {
+    "query_audio": "answered query (audio)",
+    "noisy_audio": "ignored: background talk",
+    "query_text": "typed query",
+}
+# The badge colours of spaces_demo/app.py's CSS (grey carries no hue; the others are told apart by hue).
+BADGE_RGB = {"query_audio": (0x1E, 0x5A, 0xC8), "noisy_audio": (0x8A, 0x8A, 0x8A), "query_text": (0x82, 0x3C, 0xB4)}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install -y chromium)")
+    with sync_api.sync_playwright() as playwright:
+        # The system browser: tests never download one. --no-sandbox because CI runs as root.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
+    from recipes.vita_tiny.data import draw_shapes_image
+
+    folder = tmp_path_factory.mktemp("media")
+    draw_shapes_image("red", "circle", 1, "left", np.random.default_rng(0)).save(folder / "red_circle.png")
+    # en-us at 140 words a minute is one of vita-tiny's training voices.
+    for name, text in (("question", "What is two plus three?"), ("talk", "I will buy some bread tomorrow.")):
+        command = ["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(folder / f"{name}.wav"), text]
+        subprocess.run(command, check=True, capture_output=True)
+    return folder
+
+
+def _random_checkpoint(folder: Path) -> Path:
+    import torch
+    from transformers import pipeline
+
+    from modeling_vita import VitaForConditionalGeneration
+    from modeling_vita.testing_utils import tiny_vita_config
+    from processing_vita.testing_utils import tiny_vita_processor
+
+    torch.manual_seed(0)
+    model = VitaForConditionalGeneration(tiny_vita_config()).eval()
+    pipeline("vita-duplex", model=model, processor=tiny_vita_processor()).save_pretrained(folder)
+    return folder
+
+
+def _serve(model_dir: Path, workdir: Path):
+    """Start `python -m spaces_demo.app` on a free port; returns (process, url) once it answers HTTP."""
+    port = _free_port()
+    env = {
+        **os.environ,
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "GRADIO_TEMP_DIR": str(workdir / "uploads"),
+        "HF_MODULES_CACHE": str(workdir / "modules"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    command = [sys.executable, "-m", "spaces_demo.app", "--model", str(model_dir), "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--tts", "none", "--max-new-tokens", "16"]
+    log = open(workdir / "app.log", "w")  # the caller closes it with the process
+    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the app exited with {process.returncode}:\n{(workdir / 'app.log').read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return process, url, log
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise AssertionError(f"the app did not answer on {url}:\n{(workdir / 'app.log').read_text()}")
+
+
+def _idle(page) -> bool:
+    """Gradio hides the chatbot's status tracker when no event is running for it."""
+    return page.eval_on_selector("#vita-chatbot [data-testid=status-tracker]", "e => e.classList.contains('hide')")
+
+
+def _settled_badges(page, count: int, timeout: float = 120.0) -> None:
+    """Wait for `count` decided badges and for the conversation to stop changing (the answer is complete)."""
+    selector = "#vita-chatbot .vita-badge:not(.vita-deciding)"
+    page.wait_for_function(f"document.querySelectorAll('{selector}').length >= {count}", timeout=timeout * 1000)
+    previous, stable_since = None, time.monotonic()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = page.inner_text("#vita-chatbot")
+        if current != previous:
+            previous, stable_since = current, time.monotonic()
+        elif time.monotonic() - stable_since > 1.0 and _idle(page):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the conversation kept changing")
+
+
+def _ask(page, count: int, text: str = "", image: Path | None = None, audio: Path | None = None) -> list[str]:
+    """Send one question; returns the successive texts of its answer seen while it streamed."""
+    if image is not None:
+        page.set_input_files("#vita-image input[type=file]", str(image))
+        page.wait_for_selector("#vita-image img", timeout=20_000)
+    if audio is not None:
+        page.set_input_files("#vita-audio input[type=file]", str(audio))
+        page.wait_for_selector("#vita-audio audio", state="attached", timeout=20_000)
+    if text:
+        page.fill("#vita-text textarea", text)
+    page.click("#vita-send")
+    seen = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and page.locator("#vita-chatbot .vita-badge").count() < count:
+        time.sleep(0.05)
+    while time.monotonic() < deadline:  # the last badge's message while it streams
+        answer = page.evaluate(
+            "() => { const b = [...document.querySelectorAll('#vita-chatbot .vita-badge')].pop();"
+            " return b ? b.parentElement.innerText : ''; }"
+        )
+        if not seen or answer != seen[-1]:
+            seen.append(answer)
+        if _idle(page) and "deciding" not in answer:
+            break
+        time.sleep(0.05)
+    _settled_badges(page, count)
+    return seen
+
+
+def _turns(page) -> list[tuple[str, str, str]]:
+    """(state, badge text, answer text) of every assistant turn, in order."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('#vita-chatbot .vita-badge')].map(b => {
+               const state = [...b.classList].find(c => c.startsWith('vita-') && c !== 'vita-badge').slice(5);
+               const answer = b.parentElement.innerText.replace(b.innerText, '').trim();
+               return [state, b.innerText.trim(), answer];
+           })"""
+    )
+
+
+def _badge_shown(screenshot: np.ndarray, box: dict) -> tuple[str | None, float]:
+    """Which badge the screenshot shows inside `box`, read from its colour, and the share of the box it fills.
+
+    The page may lay the badge over a tinted bubble or with some transparency, so the colour is classified rather
+    than matched exactly: grey (no saturation) is background talk, otherwise the nearest hue of the CSS colours.
+    """
+    import colorsys
+
+    top, left = int(box["y"]) + 1, int(box["x"]) + 1
+    crop = screenshot[top : int(box["y"] + box["height"]) - 1, left : int(box["x"] + box["width"]) - 1, :3]
+    coloured = np.abs(crop.astype(int) - 255).max(axis=-1) > 60  # leaves out the white label and the page
+    if not coloured.any():
+        return None, 0.0
+    red, green, blue = np.median(crop[coloured], axis=0) / 255
+    hue, saturation, _ = colorsys.rgb_to_hsv(red, green, blue)
+    if saturation < 0.15:
+        return "noisy_audio", float(coloured.mean())
+    hues = {state: colorsys.rgb_to_hsv(*(np.array(rgb) / 255))[0] for state, rgb in BADGE_RGB.items()}
+    del hues["noisy_audio"]
+    state = min(hues, key=lambda name: min(abs(hues[name] - hue), 1 - abs(hues[name] - hue)))
+    return state, float(coloured.mean())
+
+
+@pytest.mark.parametrize("checkpoint", ["random", "vita-tiny"])
+def test_chat_in_the_browser_shows_badges_answers_and_a_screenshot_of_them(checkpoint, browser, media, tmp_path):
+    from PIL import Image
+
+    if checkpoint == "vita-tiny":
+        if not (VITA_TINY / "config.json").is_file():
+            pytest.skip(f"the trained checkpoint {VITA_TINY} is absent (built by the vita-tiny recipe, issue #7)")
+        model_dir = VITA_TINY
+    else:
+        model_dir = _random_checkpoint(tmp_path / "random-vita")
+    process, url, log = _serve(model_dir, tmp_path)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 1600})
+        page.goto(url)
+        page.wait_for_selector("#vita-text textarea", timeout=60_000)
+        typed = _ask(page, 1, text="What colour is the shape?", image=media / "red_circle.png")
+        _ask(page, 2, audio=media / "question.wav")
+        _ask(page, 3, audio=media / "talk.wav")
+        turns = _turns(page)
+        images = page.locator("#vita-chatbot img").count()
+        players = page.locator("#vita-chatbot audio").count()
+        page.evaluate("window.scrollTo(0, 0)")
+        boxes = page.eval_on_selector_all(
+            "#vita-chatbot .vita-badge",
+            "bs => bs.map(b => { const r = b.getBoundingClientRect();"
+            " return {x: r.x, y: r.y, width: r.width, height: r.height}; })",
+        )
+        shot = tmp_path / "space.png"
+        page.screenshot(path=str(shot), full_page=True)
+        if os.environ.get("VITA_SCREENSHOT_DIR"):  # keep it for a person (or a CI artifact) to look at
+            Path(os.environ["VITA_SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
+            shutil.copy(shot, Path(os.environ["VITA_SCREENSHOT_DIR"]) / f"space-{checkpoint}.png")
+        page.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+    app_log = (tmp_path / "app.log").read_text()
+    assert "Traceback" not in app_log, app_log[-3000:]
+
+    # One badge per turn, the typed one always `<3>`, each label the one of its state.
+    assert len(turns) == 3, turns
+    assert turns[0][0] == "query_text" and {turns[1][0], turns[2][0]} <= {"query_audio", "noisy_audio"}, turns
+    assert all(label == BADGES[state] for state, label, _ in turns), turns
+    for state, _, answer in turns:
+        assert bool(answer) == (state != "noisy_audio"), turns  # an answer after each answered badge, none after <2>
+    assert typed[-1].startswith(BADGES["query_text"]) and any(BADGES["query_text"] in text for text in typed)
+    assert images >= 1 and players >= 2  # the user's picture and the two recordings are in the conversation
+
+    # The screenshot: a real page (not blank), showing each badge in its colour where the DOM puts it.
+    assert shot.stat().st_size > 20_000
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    background = np.median(pixels.reshape(-1, 3), axis=0)
+    drawn = (np.abs(pixels.astype(int) - background).max(axis=-1) > 40).mean()
+    assert drawn > 0.02 and len(np.unique(pixels.reshape(-1, 3)[::97], axis=0)) > 50, drawn
+    assert len(boxes) == 3
+    for (state, _, _), box in zip(turns, boxes):
+        shown, share = _badge_shown(pixels, box)
+        assert shown == state and share > 0.3, (state, shown, share, box)
+
+    if checkpoint == "vita-tiny":  # the trained model knows this world
+        assert [state for state, _, _ in turns] == ["query_text", "query_audio", "noisy_audio"], turns
+        assert "red" in turns[0][2].lower() and "five" in turns[1][2].lower() and turns[2][2] == "", turns
