@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import html
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ else:  # `python app.py` on a Space: the siblings are top-level modules
     from runtime import TTS_CHOICES, VitaRuntime, load_runtime, make_tts
 
 TITLE = "VITA: omni multimodal chat and real-time voice"
+TIMELINE_EVERY_SECS = 2.0
 # Badge colours follow the timeline picture of `cli_vita_duplex` (query blue, typed purple, noise grey).
 CSS = """
 .vita-badge { display: inline-block; padding: 1px 9px; margin-right: 6px; border-radius: 999px;
@@ -206,11 +208,24 @@ class VitaSpace:
             self._register(request, handler)
         return handler
 
-    def _realtime_outputs(self, handler: RealtimeHandler, view: RealtimeView) -> tuple[Any, ...]:
-        kinds = [kind for kind, _ in handler._lines]
+    def _realtime_outputs(self, handler: RealtimeHandler, view: RealtimeView, final: bool = False) -> tuple[Any, ...]:
+        # Gradio 6 sends the microphone in 0.1 s chunks and skips the ones that arrive while a chunk is being handled,
+        # so a chunk's reply must be cheap: unchanged outputs are skipped and the picture is redrawn at most every
+        # TIMELINE_EVERY_SECS (and always when the recording stops).
+        if view.news or final:
+            lines = handler.lines()
+            transcript = transcript_html([text for _, text in lines], [kind for kind, _ in lines])
+            answer = view.answer
+        else:
+            transcript = answer = gr.skip()
         speech = view.speech if view.speech is not None else gr.skip()
-        timeline = handler.timeline() if view.changed else gr.skip()
-        return handler, transcript_html(view.transcript, kinds), view.answer, speech, timeline
+        handler.timeline_stale |= view.changed
+        now = time.monotonic()
+        if final or (handler.timeline_stale and now - handler.drawn_at >= TIMELINE_EVERY_SECS):
+            timeline, handler.drawn_at, handler.timeline_stale = handler.timeline(), now, False
+        else:
+            timeline = gr.skip()
+        return handler, transcript, answer, speech, timeline
 
     def realtime_chunk(
         self, chunk: tuple[int, Any] | None, handler: RealtimeHandler | None, request: gr.Request
@@ -228,7 +243,7 @@ class VitaSpace:
         """The recording stopped: finish the pending turns and draw the final timeline."""
         if handler is None:
             return None, transcript_html([], []), "", gr.skip(), None
-        return self._realtime_outputs(handler, handler.finish())
+        return self._realtime_outputs(handler, handler.finish(), final=True)
 
     def realtime_image(self, image: str | None, handler: RealtimeHandler | None, request: gr.Request) -> Any:
         """A picture the spoken questions may be about."""
@@ -319,7 +334,7 @@ class VitaSpace:
                 self.realtime_chunk,
                 [mic, live_state],
                 live_outputs,
-                stream_every=0.25,
+                stream_every=0.1,  # what gradio 6.31's microphone uses whatever is asked
                 time_limit=int(limits.max_realtime_secs),
                 concurrency_limit=None,  # a chunk only queues audio and reads events: it never waits on the model
                 show_progress="hidden",

@@ -168,8 +168,7 @@ class ChatSession:
         self.max_history_turns = max_history_turns
         self.generation_kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, **(generation_kwargs or {})}
         self.turns: list[ChatTurn] = []
-        self._stop: threading.Event | None = None
-        self._worker: threading.Thread | None = None
+        self._running: tuple[threading.Event, threading.Thread] | None = None  # the answer being generated
         self._closed = False
 
     @property
@@ -211,7 +210,7 @@ class ChatSession:
         worker = threading.Thread(
             target=self._generate, args=(inputs, allowed, stop, streamer), name="vita-chat-turn", daemon=True
         )
-        self._stop, self._worker = stop, worker
+        self._running = (stop, worker)
         worker.start()
         parse_state = self.runtime.generation.parse_state
         generated: list[int] = []
@@ -237,7 +236,7 @@ class ChatSession:
             raise
         finally:
             turn.done = True
-            self._halt()
+            self._halt((stop, worker))  # only its own generation: a newer question may be running already
         yield turn
 
     def _inputs(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -278,12 +277,16 @@ class ChatSession:
             return
         streamer.end()
 
-    def _halt(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
-        if self._worker is not None and self._worker is not threading.current_thread():
-            self._worker.join()
-        self._stop = self._worker = None
+    def _halt(self, running: tuple[threading.Event, threading.Thread] | None = None) -> None:
+        """Stop a generation (default: the current one) and wait for its thread."""
+        running = running or self._running
+        if running is None:
+            return
+        stop, worker = running
+        stop.set()
+        worker.join()
+        if self._running == running:
+            self._running = None
 
 
 __all__ = ["STATE_BADGES", "ChatSession", "ChatTurn", "prompt_messages"]

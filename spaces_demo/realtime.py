@@ -12,6 +12,11 @@ Playback: gradio's streaming audio output needs ffmpeg on the server and cannot 
 out one by one through a plain autoplaying `gr.Audio`: the next clip is released when the previous one has played
 (wall clock), and an interruption releases a short silence, which replaces (so stops) the clip still playing.
 
+Input: gradio 6.31's microphone sends 0.1 s chunks whatever `stream_every` says, and a chunk recorded while the server
+has not yet asked for the next one is dropped, not queued. The session's clock counts the audio that arrived, so on a
+busy server the timeline is shorter than the wall clock and a segment may lose a syllable; the page keeps each chunk's
+reply cheap for that reason (see `app.VitaSpace._realtime_outputs`).
+
 Echo: browsers cancel the echo of their own speaker in `getUserMedia` (echoCancellation is on by default), and the
 session's own guard compares the microphone with the synthesized audio at full scale, a level a microphone does not
 reach, so it would mute the user whenever the assistant speaks and no interruption could happen. The handler turns
@@ -44,12 +49,14 @@ class RealtimeView:
         answer: the answer being streamed, or the latest one.
         speech: a clip to play now as `(rate, int16 samples)`, or None to keep playing what plays.
         changed: events arrived that change the timeline picture (a segment, a decision, an end or a cut).
+        news: any event arrived (the transcript or the answer changed).
     """
 
     transcript: list[str]
     answer: str
     speech: tuple[int, np.ndarray] | None
     changed: bool
+    news: bool = False
 
 
 def _as_float_mono(samples: np.ndarray) -> np.ndarray:
@@ -112,6 +119,9 @@ class RealtimeHandler:
         self._playing_until = 0.0
         self._cut_pending = False
         self._closed = False
+        # Kept by the page: when the timeline picture was last sent and whether events made it stale since.
+        self.drawn_at = float("-inf")
+        self.timeline_stale = False
 
     # -- input ---------------------------------------------------------------------------------------------------
 
@@ -142,21 +152,26 @@ class RealtimeHandler:
 
     def emit(self) -> RealtimeView:
         """Everything that happened since the last call, as the page should show it."""
-        changed = False
+        changed = news = False
         for event in self.session.events(timeout=0):
             changed |= self._record(event)
-        return RealtimeView(self.transcript(), self.answer, self._next_clip(), changed)
+            news = True
+        return RealtimeView(self.transcript(), self.answer, self._next_clip(), changed, news)
 
     def finish(self, timeout: float = 30.0) -> RealtimeView:
         """The microphone stopped: close the open segment, let the pending turns finish, then `emit`."""
         self.session.flush()
         self.session.wait_idle(timeout)
         view = self.emit()
-        view.changed = True
+        view.changed = view.news = True
         return view
 
     def transcript(self) -> list[str]:
         return [text for _, text in self._lines]
+
+    def lines(self) -> list[tuple[str, str]]:
+        """The transcript as `(kind, text)` pairs; kind is the event type (or "answer") for the page's styling."""
+        return [(kind, text) for kind, text in self._lines]
 
     @property
     def answer(self) -> str:

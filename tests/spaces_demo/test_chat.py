@@ -174,3 +174,16 @@ def test_each_browser_session_gets_its_own_conversation_and_unload_closes_only_i
     assert still_b is session_b and len(session_b.turns) == 2
     space.unload(bob)
     assert space.open_sessions() == 0
+
+
+def test_a_new_question_stops_the_running_answer_and_is_not_stopped_by_its_cleanup(tiny_runtime, scripted):
+    generation_kwargs, _ = scripted([("query_text", 200), ("query_text", 5)], step_secs=0.01, max_new_tokens=256)
+    session = ChatSession(tiny_runtime, generation_kwargs=generation_kwargs)
+    first_turn = ChatTurn(text="Tell me a long story.")
+    first = session.ask(first_turn)
+    next(first)  # streaming
+    second, _ = _answer(session, ChatTurn(text="What is two plus three?"))
+    rest = list(first)  # the first answer's reader ends (and cleans up) after the second question ran
+    assert second.done and not second.error and len(tiny_runtime.processor.tokenizer.encode(second.answer)) >= 3
+    assert first_turn.done and rest and len(first_turn.answer) < 200  # it was cut short
+    assert session._running is None
