@@ -325,8 +325,8 @@ class VitaSpace:
 
             chat_inputs = [text, image, video, audio, chat_state]
             chat_outputs = [chatbot, chat_state, text, image, video, audio]
-            for trigger in (send.click, text.submit):
-                trigger(self.chat, chat_inputs, chat_outputs, concurrency_limit=2)
+            # Two answers at a time across all visitors (both triggers share the limit): generation is CPU/GPU bound.
+            gr.on([send.click, text.submit], self.chat, chat_inputs, chat_outputs, concurrency_limit=2)
             new_chat.click(self.chat_reset, [chat_state], [chatbot, chat_state])
 
             live_outputs = [live_state, transcript, answer, spoken, timeline]

@@ -172,6 +172,10 @@ class ChatSession:
         self._closed = False
 
     @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
     def history(self) -> list[ChatTurn]:
         """The exchanges the model sees in the next prompt (answered ones, latest `max_history_turns`)."""
         answered = [turn for turn in self.turns if turn.answered]

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
+# gradio 6.31 warns about its own use of pandas when it serves in this process (the tabs test).
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:::gradio.queueing")]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VITA_TINY = REPO_ROOT / "spaces_demo" / "vita-tiny"
@@ -321,3 +322,47 @@ def test_realtime_tab_in_the_browser_streams_a_microphone_into_transcript_answer
         assert answer  # the answer box follows the streamed answer
     assert source  # the timeline picture arrived
     assert Image.open(shot).size[0] == 1280
+
+
+def test_two_browser_tabs_keep_their_own_conversations_and_closing_one_closes_its_session(browser, tiny_runtime):
+    """The app served in this process (so its sessions can be inspected): two tabs chat at once, each page shows only
+    its own conversation, and closing a tab closes its session at once (`demo.unload`), not an hour later."""
+    from spaces_demo.app import CSS, build_demo
+
+    demo = build_demo(runtime=tiny_runtime, tts="none", max_new_tokens=8)
+    space = demo.vita_space
+    port = _free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, css=CSS, quiet=True)
+    try:
+        pages = {name: browser.new_context().new_page() for name in ("alice", "bob")}
+        questions = {"alice": "What colour is the shape?", "bob": "What is two plus three?"}
+        for name, page in pages.items():
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector("#vita-text textarea", timeout=60_000)
+            page.fill("#vita-text textarea", questions[name])
+        for page in pages.values():  # both questions in flight together
+            page.click("#vita-send")
+        for page in pages.values():
+            _settled_badges(page, 1)
+        shown = {name: page.inner_text("#vita-chatbot") for name, page in pages.items()}
+        assert questions["alice"] in shown["alice"] and questions["bob"] not in shown["alice"]
+        assert questions["bob"] in shown["bob"] and questions["alice"] not in shown["bob"]
+        assert space.open_sessions() == 2
+        opened = [value for values in space._open.values() for value in values]
+        sessions = {name: next(s for s in opened if s.turns[0].text == questions[name]) for name in pages}
+        assert sessions["alice"] is not sessions["bob"]
+        assert [len(session.turns) for session in sessions.values()] == [1, 1]
+
+        pages["alice"].close()
+        deadline = time.monotonic() + 30
+        while space.open_sessions() > 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert space.open_sessions() == 1 and sessions["alice"].closed and not sessions["bob"].closed
+        _ask(pages["bob"], 2, text="And three plus three?")  # the other visitor goes on
+        assert [turn.text for turn in sessions["bob"].turns] == [questions["bob"], "And three plus three?"]
+        pages["bob"].close()
+        while space.open_sessions() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert space.open_sessions() == 0
+    finally:
+        demo.close()
