@@ -182,10 +182,11 @@ class VitaSpace:
     ) -> Iterator[tuple[Any, ...]]:
         """Answer one question; yields (chatbot, session, cleared text, image, video and audio inputs)."""
         turn = self._chat_turn(text, image, video, audio)
-        if session is None:
+        if session is None or session.closed:
             session = ChatSession(self.runtime, max_new_tokens=self.max_new_tokens)
             self._register(request, session)
         cleared = ("", None, None, None)
+        yield (chat_messages([*session.turns, turn]), session, *cleared)  # the question shows at once, "deciding…"
         answers = session.ask(turn)
         try:
             for _ in answers:
@@ -203,7 +204,7 @@ class VitaSpace:
     # -- real time -----------------------------------------------------------------------------------------------
 
     def _handler(self, handler: RealtimeHandler | None, request: gr.Request | None) -> RealtimeHandler:
-        if handler is None:
+        if handler is None or handler.closed:
             handler = RealtimeHandler(self.runtime, tts=self.tts, limits=self.limits, **self.session_kwargs)
             self._register(request, handler)
         return handler

@@ -166,6 +166,10 @@ class RealtimeHandler:
         view.changed = view.news = True
         return view
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def transcript(self) -> list[str]:
         return [text for _, text in self._lines]
 

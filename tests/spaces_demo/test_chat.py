@@ -174,6 +174,9 @@ def test_each_browser_session_gets_its_own_conversation_and_unload_closes_only_i
     assert still_b is session_b and len(session_b.turns) == 2
     space.unload(bob)
     assert space.open_sessions() == 0
+    *_, (_, reopened, *_) = space.chat("Hello again?", None, None, None, session_a, alice)  # a stale state
+    assert reopened is not session_a and [turn.text for turn in reopened.turns] == ["Hello again?"]
+    space.unload(alice)
 
 
 def test_a_new_question_stops_the_running_answer_and_is_not_stopped_by_its_cleanup(tiny_runtime, scripted):
