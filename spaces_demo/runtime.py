@@ -124,7 +124,17 @@ def load_runtime(model: str | None = None, device: str | None = None) -> VitaRun
     model_path = resolve_model_path(model)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    pipe = pipeline("vita-duplex", model=model_path, trust_remote_code=True, device=device)
+    try:
+        pipe = pipeline("vita-duplex", model=model_path, trust_remote_code=True, device=device)
+    except KeyError as error:  # "Unknown task": the folder was saved without the pipeline (no custom_pipelines)
+        try:
+            import modeling_vita  # noqa: F401 - registers "vita-duplex" with this project's classes
+        except ImportError:
+            raise ValueError(
+                f"{model_path} carries no vita-duplex pipeline code and modeling_vita is not installed; expected a "
+                "checkpoint saved with `pipe.save_pretrained(...)` (config.json with custom_pipelines)"
+            ) from error
+        pipe = pipeline("vita-duplex", model=model_path, trust_remote_code=True, device=device)
     pipe.model.eval()
     return VitaRuntime(pipe, model_path=model_path)
 
