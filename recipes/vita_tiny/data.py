@@ -1,4 +1,4 @@
-"""Synthetic data for vita-tiny: a closed little world a ~10 M-parameter VITA can learn on CPU in minutes.
+"""Synthetic data for vita-tiny: a closed little world a ~6 M-parameter VITA can learn on CPU in minutes.
 
 Design: the vita-tiny issue (text QA in English and Chinese for stage 1 and the vocabulary extension, generated images
 and videos of coloured shapes, spoken questions and background talk from Piper and espeak-ng voices with noise, and
@@ -10,6 +10,9 @@ directions, one- or two-word answers, 56 px images (one tile of the tiny vision 
 
     python -m recipes.vita_tiny.data data/vita-tiny            # full build
     python -m recipes.vita_tiny.data data/vita-tiny --small    # a few seconds, for tests
+
+Stage-1 rows (`llm_train`) are text QA and `say` rows that make the LLM say captions and training transcripts: the
+alignment stages keep the LLM frozen, so it must already produce their words, as a pretrained LLM would.
 
 Output: one `datasets` folder per split (`llm_train`, `vision_train`, `audio_train`, `sft_train`, `heldout`), the media
 under `media/`, `corpus.txt` for `processing_vita.tokenization_vita.train_extension_tokenizer` and `manifest.json`.
@@ -48,26 +51,35 @@ ZH_NUMBERS = "零一二三四五六七八九十"
 ZH_COLOURS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色"}
 SPLITS = ("llm_train", "vision_train", "audio_train", "sft_train", "heldout")
 
-# Every template list ends with its held-out phrasing: the model must map an unseen wording onto a known question.
+# Every template list ends with its held-out phrasing: an unseen sentence made of words and constructions the
+# training templates use, so a model trained from scratch (with no pretrained language knowledge) can map it onto
+# the known question.
 IMAGE_QUESTIONS = {
     "colour": ["What colour is the shape?", "What is the colour of the shape?", "Tell me the colour of the shape.",
-               "Which colour do you see?"],
-    "shape": ["What shape is this?", "Which shape do you see?", "Name the shape.", "What kind of shape is shown?"],
+               "Which colour is the shape?", "Which colour do you see?"],
+    "shape": ["What shape is this?", "Which shape do you see?", "Name the shape.", "What kind of shape is this?",
+              "What kind of shape do you see?"],
     "count": ["How many shapes are there?", "How many shapes do you see?", "Count the shapes.",
-              "What is the number of shapes?"],
+              "What is the number of shapes?", "Tell me the number of shapes."],
     "position": ["Where is the shape?", "On which side is the shape?", "Where is the shape placed?",
-                 "In which part of the picture is the shape?"],
+                 "In which part of the picture is the shape?", "On which side of the picture is the shape?"],
 }  # fmt: skip
 VIDEO_QUESTIONS = {
     "direction": ["Which way does the shape move?", "In which direction is the shape moving?",
-                  "Where is the shape going?", "Which direction does the shape travel?"],
+                  "Where is the shape going?", "Which way is the shape moving?",
+                  "In which direction does the shape move?"],
     "colour": ["What colour is the moving shape?", "What is the colour of the moving shape?",
-               "Tell me the colour of the moving shape.", "Which colour is the shape that moves?"],
+               "Tell me the colour of the moving shape.", "Which colour is the moving shape?",
+               "What is the colour of the shape that moves?"],
     "shape": ["What shape is moving?", "Which shape moves in the video?", "Name the moving shape.",
-              "What kind of shape moves?"],
+              "What kind of shape is moving?", "What kind of shape moves in the video?"],
 }  # fmt: skip
 CAPTION_PROMPTS = {"image": ["Describe the image.", "What is in the picture?"],
                    "video": ["Describe the video.", "What happens in the video?"]}  # fmt: skip
+# Stage-1 text rows that make the LLM say every sentence the later stages ask of it (captions, transcripts): the
+# alignment stages keep the LLM frozen, so it must already be able to produce their words, as a pretrained LLM can.
+SAY_PROMPTS = ["Say: {t}", "Repeat after me: {t}", "Please say this: {t}"]
+LLM_SAY_FRACTION = 0.35
 ASR_PROMPTS = ["Repeat what I said.", "Please repeat what I said.", "Transcribe what you heard.",
                "Can you repeat that?"]  # fmt: skip
 
@@ -124,16 +136,20 @@ _BACKGROUND_FILLERS = {"food": ["bread", "milk", "apples", "rice", "cheese"],
                        "thing": ["keys", "phone", "bag", "umbrella"]}  # fmt: skip
 
 # (engine, voice, speed): espeak-ng speed is words a minute (`-s`), Piper's is a length scale (> 1 is slower).
-TRAIN_VOICES = [("piper", "joe", 1.0), ("piper", "joe", 1.25), ("espeak", "en-us", 140), ("espeak", "en-us", 200),
-                ("espeak", "en-gb", 170), ("espeak", "en-gb-x-rp", 150)]  # fmt: skip
+# Many training speakers (espeak-ng accents x its voice variants `+f2`, `+m3`, ... at several speeds) so the audio
+# encoder, trained from scratch, learns words rather than voices; the held-out accents are never heard in training.
+TRAIN_VOICES = [("piper", "joe", 1.0), ("piper", "joe", 1.2), ("espeak", "en-us", 140), ("espeak", "en-us+f3", 170),
+                ("espeak", "en-us+m3", 200), ("espeak", "en-us+m7", 130), ("espeak", "en-gb", 170),
+                ("espeak", "en-gb+f2", 150), ("espeak", "en-gb-x-rp", 150), ("espeak", "en-gb-x-gbclan+m5", 160),
+                ("espeak", "en-gb-x-gbcwmd", 180), ("espeak", "en-us-nyc+f4", 165)]  # fmt: skip
 HELDOUT_VOICES = [("piper", "joe", 0.85), ("espeak", "en-gb-scotland", 185), ("espeak", "en-029", 160)]
 SMALL_TRAIN_VOICES = [("piper", "joe", 1.0), ("espeak", "en-us", 140)]
 SMALL_HELDOUT_VOICES = [("piper", "joe", 0.85), ("espeak", "en-gb-scotland", 185)]
 
 # Row counts per split; `spoken_questions`/`background_sentences`: distinct texts spoken for training (the held-out
 # bank gets a quarter as many); `voices_per_text`: how many voices speak each text (rows reuse the clips).
-DEFAULT_SIZES = {"llm_train": 6000, "vision_train": 3000, "audio_train": 2000, "sft_train": 8000, "heldout": 800,
-                 "spoken_questions": 150, "background_sentences": 100, "voices_per_text": 4}  # fmt: skip
+DEFAULT_SIZES = {"llm_train": 6000, "vision_train": 3000, "audio_train": 2000, "sft_train": 10000, "heldout": 800,
+                 "spoken_questions": 200, "background_sentences": 150, "voices_per_text": 6}  # fmt: skip
 SMALL_SIZES = {"llm_train": 40, "vision_train": 12, "audio_train": 10, "sft_train": 40, "heldout": 36,
                "spoken_questions": 4, "background_sentences": 4, "voices_per_text": 1}  # fmt: skip
 SNR_DB_RANGE = (5.0, 30.0)
@@ -240,6 +256,17 @@ def write_shapes_video(path: Path, colour: str, shape: str, direction: str, rng:
             _draw_shape(ImageDraw.Draw(image), shape, cx, cy, size, COLOURS[colour])
             container.mux(stream.encode(av.VideoFrame.from_image(image)))
         container.mux(stream.encode())
+
+
+def image_caption(meta: dict[str, Any]) -> str:
+    """ "two red circles", "one blue square on the left"."""
+    plural = "s" if meta["count"] > 1 else ""
+    text = f"{NUMBERS[meta['count']]} {meta['colour']} {meta['shape']}{plural}"
+    return text + " " + _position_phrase(meta["position"]) if meta["position"] else text
+
+
+def video_caption(meta: dict[str, Any]) -> str:
+    return f"a {meta['colour']} {meta['shape']} moving {meta['direction']}"
 
 
 def _position_phrase(position: str) -> str:
@@ -387,16 +414,30 @@ class _Builder:
     def caption(self, rid: str, split: str, index: int) -> dict[str, Any]:
         if self.rng.random() < 0.25:
             path, meta = self.video(split, index)
-            text = f"a {meta['colour']} {meta['shape']} moving {meta['direction']}"
             prompt = self.rng.choice(CAPTION_PROMPTS["video"])
-            return _row(rid, "caption", ["<video>", prompt], STATE_QUERY_TEXT + text, videos=[path], meta=meta)
+            return _row(rid, "caption", ["<video>", prompt], STATE_QUERY_TEXT + video_caption(meta), videos=[path],
+                        meta=meta)  # fmt: skip
         path, meta = self.image(split, index)
-        plural = "s" if meta["count"] > 1 else ""
-        text = f"{NUMBERS[meta['count']]} {meta['colour']} {meta['shape']}{plural}"
-        if meta["position"]:
-            text += " " + _position_phrase(meta["position"])
         prompt = self.rng.choice(CAPTION_PROMPTS["image"])
-        return _row(rid, "caption", ["<image>", prompt], STATE_QUERY_TEXT + text, images=[path], meta=meta)
+        return _row(rid, "caption", ["<image>", prompt], STATE_QUERY_TEXT + image_caption(meta), images=[path],
+                    meta=meta)  # fmt: skip
+
+    def say(self, rid: str) -> dict[str, Any]:
+        """A text row asking the LLM to say a caption or a training transcript (no media, no held-out text)."""
+        kind = self.rng.random()
+        if kind < 0.3:
+            count = self.rng.choice((1, 2, 3, 4))
+            meta = {"colour": self.rng.choice(list(COLOURS)), "shape": self.rng.choice(SHAPES), "count": count,
+                    "position": self.rng.choice(POSITIONS) if count == 1 else None}  # fmt: skip
+            text = image_caption(meta)
+        elif kind < 0.45:
+            meta = {"colour": self.rng.choice(list(COLOURS)), "shape": self.rng.choice(SHAPES),
+                    "direction": self.rng.choice(DIRECTIONS)}  # fmt: skip
+            text = video_caption(meta)
+        else:
+            text = self.rng.choice(sorted(self.banks[False]))
+        prompt = self.rng.choice(SAY_PROMPTS)
+        return _row(rid, "say", [prompt.format(t=text)], STATE_QUERY_TEXT + text, phrasing=prompt)
 
     def spoken_qa(self, rid: str, heldout: bool) -> dict[str, Any]:
         question, template, answer = self.rng.choice(self.bank_texts[heldout]["text"])
@@ -504,7 +545,9 @@ def build_vita_tiny_data(
     builder.build_bank(True, engines)
 
     makers = {
-        "llm_train": lambda rid, i: builder.text_qa(rid, False),
+        "llm_train": lambda rid, i: (
+            builder.say(rid) if builder.rng.random() < LLM_SAY_FRACTION else builder.text_qa(rid, False)
+        ),
         "vision_train": lambda rid, i: builder.caption(rid, "vision_train", i),
         "audio_train": lambda rid, i: builder.asr(rid, False),
         "sft_train": lambda rid, i: builder.mixed(rid, "sft_train", i, False),

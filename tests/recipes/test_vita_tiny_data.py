@@ -247,6 +247,24 @@ def test_asr_rows_transcribe_their_clip(built):
             assert text in manifest["speech_texts"]["heldout"] and text.endswith("."), text
 
 
+def test_llm_rows_teach_the_words_of_captions_and_transcripts_but_no_heldout_text(built):
+    """Stage 1 text covers what the frozen-LLM alignment stages must say: every caption word and every training
+    transcript word appears in some llm_train answer; no held-out sentence does."""
+    _, manifest, rows = built
+    llm = rows["llm_train"]
+    assert {row["task"] for row in llm} <= {"text_qa", "say"}
+    say = [row for row in llm if row["task"] == "say"]
+    assert say and all(not row["images"] and not row["videos"] and not row["audios"] for row in llm)
+    for row in say:
+        spoken = _answer(row)
+        assert spoken.startswith("<3>") and spoken[3:] in row["messages"][0]["content"][0]["text"]
+        assert spoken[3:] not in manifest["speech_texts"]["heldout"]
+    taught = {w for row in llm for w in _answer(row)[3:].lower().strip(".?").split()}
+    caption_words = {w for row in rows["vision_train"] for w in _answer(row)[3:].split()}
+    # The small build has few llm rows; most caption words must already be covered.
+    assert len(caption_words & taught) >= 0.5 * len(caption_words)
+
+
 def test_deterministic_given_seed(tmp_path):
     sizes = {
         "llm_train": 6,
