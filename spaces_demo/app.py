@@ -37,12 +37,12 @@ if __package__:
     from .chat import ChatSession, ChatTurn
     from .limits import Limits, check_text, check_video, load_audio, load_image
     from .realtime import RealtimeHandler, RealtimeView
-    from .runtime import TTS_CHOICES, VitaRuntime, load_runtime, make_tts
+    from .runtime import TTS_CHOICES, VitaRuntime, default_history_turns, load_runtime, make_tts
 else:  # `python app.py` on a Space: the siblings are top-level modules
     from chat import ChatSession, ChatTurn
     from limits import Limits, check_text, check_video, load_audio, load_image
     from realtime import RealtimeHandler, RealtimeView
-    from runtime import TTS_CHOICES, VitaRuntime, load_runtime, make_tts
+    from runtime import TTS_CHOICES, VitaRuntime, default_history_turns, load_runtime, make_tts
 
 TITLE = "VITA: omni multimodal chat and real-time voice"
 TIMELINE_EVERY_SECS = 2.0
@@ -106,6 +106,7 @@ class VitaSpace:
         tts: the speech engine of the real-time tab, or None.
         limits: input limits.
         max_new_tokens: longest answer in tokens.
+        max_history_turns: past exchanges in each prompt, in both tabs (0: every question stands alone).
         upload_root: the folder uploads must come from (default gradio's upload folder; tests pass their own).
         session_kwargs: more `DuplexSession` arguments for the real-time tab (e.g. `vad=VADParams(...)`).
     """
@@ -116,6 +117,7 @@ class VitaSpace:
         tts: Any | None = None,
         limits: Limits | None = None,
         max_new_tokens: int = 64,
+        max_history_turns: int = 4,
         upload_root: str | None = None,
         **session_kwargs: Any,
     ) -> None:
@@ -123,8 +125,9 @@ class VitaSpace:
         self.tts = tts
         self.limits = limits or Limits()
         self.max_new_tokens = max_new_tokens
+        self.max_history_turns = max_history_turns
         self.upload_root = upload_root
-        self.session_kwargs = session_kwargs
+        self.session_kwargs = {"max_history_turns": max_history_turns, **session_kwargs}
         self._open: dict[str, list[Any]] = {}  # browser session hash -> objects to close when it leaves
         self._lock = threading.Lock()
 
@@ -183,7 +186,9 @@ class VitaSpace:
         """Answer one question; yields (chatbot, session, cleared text, image, video and audio inputs)."""
         turn = self._chat_turn(text, image, video, audio)
         if session is None or session.closed:
-            session = ChatSession(self.runtime, max_new_tokens=self.max_new_tokens)
+            session = ChatSession(
+                self.runtime, max_new_tokens=self.max_new_tokens, max_history_turns=self.max_history_turns
+            )
             self._register(request, session)
         cleared = ("", None, None, None)
         yield (chat_messages([*session.turns, turn]), session, *cleared)  # the question shows at once, "deciding…"
@@ -354,18 +359,25 @@ def build_demo(
     tts: str = "auto",
     limits: Limits | None = None,
     max_new_tokens: int = 64,
+    max_history_turns: int | None = None,
     **session_kwargs: Any,
 ) -> gr.Blocks:
     """The Space's Blocks: loads the model (`model_path`, `$VITA_MODEL` or `vita-tiny/`) unless `runtime` is given.
 
+    `max_history_turns` defaults to `runtime.default_history_turns` (none for the embedded vita-tiny, which learned
+    from single questions; 4 otherwise).
+
     The returned Blocks carries the handlers as `demo.vita_space` (a `VitaSpace`) and the limits for `launch`.
     """
     runtime = runtime if runtime is not None else load_runtime(model_path)
+    if max_history_turns is None:
+        max_history_turns = default_history_turns(runtime.model_path)
     space = VitaSpace(
         runtime,
         tts=make_tts(runtime, tts),
         limits=limits,
         max_new_tokens=max_new_tokens,
+        max_history_turns=max_history_turns,
         **session_kwargs,
     )
     demo = space.blocks()
@@ -380,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=None, help="port (default: gradio's, 7860)")
     parser.add_argument("--tts", choices=TTS_CHOICES, default="auto", help="speech engine of the real-time tab")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens")
+    parser.add_argument(
+        "--max-history-turns",
+        type=int,
+        default=None,
+        help="past exchanges in each prompt (default: 0 for the embedded vita-tiny, trained on single questions; 4)",
+    )
     return parser
 
 
@@ -389,8 +407,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.max_new_tokens < 1:
         parser.error(f"--max-new-tokens must be at least 1, found {args.max_new_tokens}")
+    if args.max_history_turns is not None and args.max_history_turns < 0:
+        parser.error(f"--max-history-turns must be 0 or more, found {args.max_history_turns}")
     try:
-        demo = build_demo(args.model, tts=args.tts, max_new_tokens=args.max_new_tokens)
+        demo = build_demo(
+            args.model, tts=args.tts, max_new_tokens=args.max_new_tokens, max_history_turns=args.max_history_turns
+        )
     except (OSError, ValueError) as error:  # no such folder or hub id, not a VITA checkpoint, TTS engine missing
         parser.error(str(error))
     limits = demo.vita_space.limits

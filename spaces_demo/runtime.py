@@ -34,6 +34,7 @@ import numpy as np
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "vita-tiny"
 MODEL_ENV = "VITA_MODEL"
 TTS_CHOICES = ("auto", "piper", "espeak", "none")
+HISTORY_TURNS = 4  # past exchanges in each prompt, for checkpoints trained on conversations
 
 
 def resolve_model_path(model: str | None = None) -> str:
@@ -47,6 +48,17 @@ def resolve_model_path(model: str | None = None) -> str:
         f"No model given: --model and ${MODEL_ENV} are unset and the default checkpoint {DEFAULT_MODEL_DIR} does not "
         "exist; expected a VITA checkpoint folder or hub id"
     )
+
+
+def default_history_turns(model_path: str | None) -> int:
+    """Past exchanges to put in each prompt: none for the embedded vita-tiny, `HISTORY_TURNS` for other checkpoints.
+
+    vita-tiny learned from single questions (one user turn per sample, `recipes/vita_tiny/data.py`); an earlier
+    exchange in its prompt makes it answer the old question again, so with it every question stands alone.
+    """
+    if model_path is not None and Path(model_path).resolve() == DEFAULT_MODEL_DIR.resolve():
+        return 0
+    return HISTORY_TURNS
 
 
 def _load_cli_module(package: str, model_path: str | None) -> ModuleType | None:
@@ -178,4 +190,13 @@ def make_tts(runtime: VitaRuntime, engine: str = "auto") -> Any | None:
     return None
 
 
-__all__ = ["DEFAULT_MODEL_DIR", "MODEL_ENV", "TTS_CHOICES", "VitaRuntime", "load_runtime", "make_tts"]
+__all__ = [
+    "DEFAULT_MODEL_DIR",
+    "HISTORY_TURNS",
+    "MODEL_ENV",
+    "TTS_CHOICES",
+    "VitaRuntime",
+    "default_history_turns",
+    "load_runtime",
+    "make_tts",
+]

@@ -178,3 +178,16 @@ def test_the_space_runs_from_its_folder_and_a_checkpoint_alone(tmp_path):
         tmp_path,
     )
     assert "SPACE_OK" in stdout
+
+
+def test_the_embedded_vita_tiny_answers_each_question_alone_other_checkpoints_keep_a_history(tiny_runtime, tmp_path):
+    # vita-tiny learned from single questions; a past exchange in its prompt makes it repeat the old answer.
+    assert space_runtime.default_history_turns(str(space_runtime.DEFAULT_MODEL_DIR)) == 0
+    assert space_runtime.default_history_turns(str(tmp_path)) == space_runtime.HISTORY_TURNS == 4
+    assert space_runtime.default_history_turns(None) == 4
+    space = space_app.build_demo(runtime=tiny_runtime, tts="none", max_history_turns=0).vita_space
+    *_, (_, session, *_) = space.chat("What colour is the shape?", None, None, None, None, None)
+    assert session.max_history_turns == 0 and space.session_kwargs["max_history_turns"] == 0
+    handler = space._handler(None, None)
+    assert handler.session._machine.max_history_turns == 0  # the real-time tab follows the same rule
+    handler.close()
