@@ -61,7 +61,8 @@ CSS = """
 
 
 def badge_html(state: str, label: str) -> str:
-    return f'<span class="vita-badge vita-{state}" data-state="{state}">{html.escape(label)}</span>'
+    # The state goes in a class: the Chatbot's HTML sanitizer keeps classes but drops data-* attributes.
+    return f'<span class="vita-badge vita-{state}">{html.escape(label)}</span>'
 
 
 def chat_messages(turns: Sequence[ChatTurn]) -> list[dict[str, Any]]:

@@ -159,10 +159,17 @@ class RealtimeHandler:
         return RealtimeView(self.transcript(), self.answer, self._next_clip(), changed, news)
 
     def finish(self, timeout: float = 30.0) -> RealtimeView:
-        """The microphone stopped: close the open segment, let the pending turns finish, then `emit`."""
+        """The microphone stopped: close the open segment, let the pending turns finish, then `emit`.
+
+        No chunk will call `emit` again, so spoken clips still queued behind the one playing are released now, once
+        that one has played (waiting at most `timeout`).
+        """
         self.session.flush()
         self.session.wait_idle(timeout)
         view = self.emit()
+        if view.speech is None and self._clips:
+            time.sleep(min(max(self._playing_until - self.clock(), 0.0), timeout))
+            view.speech = self._next_clip()
         view.changed = view.news = True
         return view
 

@@ -197,3 +197,18 @@ def test_stereo_and_float_chunks_are_mixed_down_and_the_stream_limit_names_both_
     handler.close()
     with pytest.raises(ValueError, match="closed"):
         handler.receive((48_000, np.zeros(10, np.int16)))
+
+
+def test_clips_queued_when_the_microphone_stops_are_released_after_the_playing_one():
+    handler = RealtimeHandler(_fake_runtime())
+    session = handler.session
+    session.flush = lambda: None
+    session.wait_idle = lambda timeout: True
+    session.pending = [_clip(0.3, turn_id=1)]
+    assert len(handler.emit().speech[1]) == int(0.3 * 22_050)  # plays for 0.3 s from now
+    session.pending = [_clip(0.2, turn_id=1)]
+    started = time.monotonic()
+    view = handler.finish(timeout=5)
+    assert 0.2 < time.monotonic() - started < 2  # it waited for the first clip to end, not for the timeout
+    assert len(view.speech[1]) == int(0.2 * 22_050) and view.changed
+    handler.close()
