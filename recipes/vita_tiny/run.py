@@ -196,7 +196,8 @@ def update_recipe_readme(summary: dict[str, Any]) -> None:
 
 
 def export_checkpoint(model_dir: Path, export: Path) -> None:
-    """Save model + processor + remote code through the vita-duplex pipeline, in float32 (small enough)."""
+    """Save model + processor + remote code through the vita-duplex pipeline, in float32 (small enough), and the
+    `vita-duplex` command's timeline renderer beside them."""
     import shutil
 
     from transformers import AutoModelForCausalLM, AutoProcessor, pipeline
@@ -208,6 +209,8 @@ def export_checkpoint(model_dir: Path, export: Path) -> None:
     if export.exists():
         shutil.rmtree(export)
     pipeline("vita-duplex", model=model, processor=processor).save_pretrained(export)
+    # The timeline renderer of the `vita-duplex` command (sibling imports only), for the Space's real-time tab.
+    shutil.copy(REPO_ROOT / "modeling_vita" / "cli_vita_duplex.py", export / "cli_vita_duplex.py")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

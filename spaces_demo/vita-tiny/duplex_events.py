@@ -1,0 +1,267 @@
+"""Events and actions of VITA's real-time duplex interaction (pure Python, no torch).
+
+Events are what a `DuplexSession` reports to its user; they are frozen dataclasses with a `type` string and a `time`
+in seconds on the input audio clock (samples received at 16 kHz divided by 16000). The names are fixed by the
+design (`design.md` section 3): `speech_started`, `speech_ended`, `state_decided`, `text_delta`, `response_done`,
+`interrupted`, `ignored`, `error`. `speech_discarded` closes a `speech_started` whose segment was too short.
+
+Actions are what the pure state machine in `duplex_state.py` asks the session (the edge with threads and the model)
+to do: start a turn, tell a deciding turn to go on answering, cancel a turn. The split follows pipecat's typed
+frames and moshi's pure streaming state (see `reference/aesthetics.md` sections 1.6-1.8): the state machine never
+touches a thread, a clock or a model; it only maps events to events and actions.
+
+The state token literals are those VITA was trained with (`<1>` spoken query, `<2>` noisy audio not meant for the
+assistant, `<3>` text query; `reference/vita_original.md` section 5.3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+QUERY_AUDIO = "query_audio"
+NOISY_AUDIO = "noisy_audio"
+QUERY_TEXT = "query_text"
+STATES = (QUERY_AUDIO, NOISY_AUDIO, QUERY_TEXT)
+# The literal strings VITA opens every answer with, in the order of STATES.
+STATE_TOKENS = {QUERY_AUDIO: "<1>", NOISY_AUDIO: "<2>", QUERY_TEXT: "<3>"}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Events (reported to the user; some are also fed back into the state machine by the session)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base class of all duplex events. `time` is in seconds on the input audio clock."""
+
+    type: ClassVar[str] = "event"
+    time: float
+
+
+@dataclass(frozen=True)
+class SpeechStarted(Event):
+    """The VAD saw a stable speech onset. `time` is when it was detected, `start` where the speech began."""
+
+    type: ClassVar[str] = "speech_started"
+    start: float = 0.0
+
+
+@dataclass(frozen=True, eq=False)
+class SpeechEnded(Event):
+    """A speech segment is complete: float32 samples at 16 kHz spanning `start`..`end` (pre-roll included).
+
+    `truncated` is True when the segment was force-cut at `VADParams.max_segment_secs`; the speech then goes on in a
+    new segment that starts at `end`.
+    """
+
+    type: ClassVar[str] = "speech_ended"
+    segment: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32), repr=False)
+    start: float = 0.0
+    end: float = 0.0
+    truncated: bool = False
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class SpeechDiscarded(Event):
+    """Speech shorter than `VADParams.min_segment_secs` ended; it closes the matching `SpeechStarted`."""
+
+    type: ClassVar[str] = "speech_discarded"
+    start: float = 0.0
+    end: float = 0.0
+
+
+@dataclass(frozen=True)
+class StateDecided(Event):
+    """The model's first tokens classified the input of turn `turn_id` as `state` (one of `STATES`).
+
+    `latency` is the time from the end of the input (segment end or text arrival) to the decision.
+    """
+
+    type: ClassVar[str] = "state_decided"
+    state: str = QUERY_AUDIO
+    latency: float = 0.0
+    turn_id: int = -1
+
+    def __post_init__(self) -> None:
+        if self.state not in STATES:
+            raise ValueError(f"StateDecided.state must be one of {STATES}, found {self.state!r}")
+
+
+@dataclass(frozen=True)
+class TextDelta(Event):
+    """A piece of the answer of turn `turn_id` (state token already removed)."""
+
+    type: ClassVar[str] = "text_delta"
+    text: str = ""
+    turn_id: int = -1
+
+
+@dataclass(frozen=True)
+class ResponseDone(Event):
+    """Turn `turn_id` finished its answer; `text` is the whole answer."""
+
+    type: ClassVar[str] = "response_done"
+    text: str = ""
+    turn_id: int = -1
+
+
+@dataclass(frozen=True)
+class Interrupted(Event):
+    """The answer of turn `turn_id` was cut by a newer query; `text` is the part already produced."""
+
+    type: ClassVar[str] = "interrupted"
+    text: str = ""
+    turn_id: int = -1
+
+
+@dataclass(frozen=True)
+class Ignored(Event):
+    """The input of turn `turn_id` was noisy audio not meant for the assistant; the current answer goes on."""
+
+    type: ClassVar[str] = "ignored"
+    turn_id: int = -1
+
+
+@dataclass(frozen=True)
+class Error(Event):
+    """Something failed (a bad audio chunk, a model error in one turn). The session goes on."""
+
+    type: ClassVar[str] = "error"
+    message: str = ""
+    turn_id: int | None = None
+
+
+# Inputs that only the session feeds into the state machine (not reported to the user).
+
+
+@dataclass(frozen=True)
+class TextInput(Event):
+    """The user typed a query."""
+
+    type: ClassVar[str] = "text_input"
+    text: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class ImageInput(Event):
+    """A still image or a video frame (kept as visual context for the next turns, never stored in history)."""
+
+    type: ClassVar[str] = "image_input"
+    image: Any = None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# History
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One entry of the consolidated history.
+
+    Args:
+        role: "user" or "assistant".
+        content: the text (a typed query, or the answer text without state token); "" for a spoken query.
+        state: the state the model decided for the exchange (`query_audio` or `query_text`).
+        interrupted: True for an answer cut by a newer query or by an error; `content` is then the partial text.
+        audio: for a spoken query, a reference to its 16 kHz float32 samples (not copied, not compared).
+        turn_id: the id of the turn that produced this entry.
+    """
+
+    role: str
+    content: str
+    state: str | None = None
+    interrupted: bool = False
+    audio: np.ndarray | None = field(default=None, compare=False, repr=False)
+    turn_id: int = -1
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Actions (emitted by the state machine, carried out by the session)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Action:
+    """Base class of what the state machine asks the session to do."""
+
+    type: ClassVar[str] = "action"
+    turn_id: int
+
+
+@dataclass(frozen=True, eq=False)
+class StartTurn(Action):
+    """Run the model on a new input, with the prompt built from `history`, the input and `images`.
+
+    `kind` is "audio" (`audio` holds the segment) or "text" (`text` holds the query). When `state` is None the
+    session reports `StateDecided` from the first generated tokens and, for a query, keeps generating and reports
+    `TextDelta`/`ResponseDone`. When `state` is set the decision was already made (the turn restarts with a
+    consolidated history): the session forces that state token and reports no decision. `history` holds only text
+    and audio references, `images` the latest visual frames (old frames never enter the history).
+    """
+
+    type: ClassVar[str] = "start_turn"
+    kind: str = "audio"
+    audio: np.ndarray | None = field(default=None, repr=False)
+    text: str = ""
+    history: tuple[Turn, ...] = ()
+    images: tuple[Any, ...] = field(default=(), repr=False)
+    state: str | None = None
+    time: float = 0.0
+
+
+@dataclass(frozen=True)
+class AnswerTurn(Action):
+    """Turn `turn_id` was decided as a query and is now the responding turn: its text is forwarded to the user.
+
+    Emitted only when the history did not change since the turn started, so the session keeps the KV cache of the
+    decision and simply goes on generating (no second prefill).
+    """
+
+    type: ClassVar[str] = "answer_turn"
+    state: str = QUERY_AUDIO
+
+
+@dataclass(frozen=True)
+class CancelTurn(Action):
+    """Stop turn `turn_id` (set its interrupt event).
+
+    `reason`: "interrupted", "noisy", "superseded", "restarted" (a new `StartTurn` replaces it) or "error".
+    """
+
+    type: ClassVar[str] = "cancel_turn"
+    reason: str = "interrupted"
+
+
+__all__ = [
+    "NOISY_AUDIO",
+    "QUERY_AUDIO",
+    "QUERY_TEXT",
+    "STATES",
+    "STATE_TOKENS",
+    "Action",
+    "AnswerTurn",
+    "CancelTurn",
+    "Error",
+    "Event",
+    "Ignored",
+    "ImageInput",
+    "Interrupted",
+    "ResponseDone",
+    "SpeechDiscarded",
+    "SpeechEnded",
+    "SpeechStarted",
+    "StartTurn",
+    "StateDecided",
+    "TextDelta",
+    "TextInput",
+    "Turn",
+]

@@ -1,0 +1,499 @@
+"""Voice activity detection and speech segmentation for VITA's duplex mode (numpy + onnxruntime, no torch).
+
+Three parts, each usable alone:
+    - `Resampler`: a streaming windowed-sinc (Kaiser) polyphase resampler from any common rate (8000, 22050, 24000,
+      44100, 48000 Hz, ...) to 16 kHz; time-aligned (centred filter), so segment times do not shift.
+    - `SileroVAD`: a `SpeechScorer` running the Silero VAD v6 ONNX model bundled in the `silero-vad` wheel directly
+      with onnxruntime. The package itself is never imported: `import silero_vad` calls `torch.set_num_threads(1)`
+      for the whole process (`reference/duplex_anchors.md` section 5). One state per stream, exactly 512-sample
+      windows at 16 kHz with the 64-sample context the model expects.
+    - `VADSegmenter`: a four-state machine QUIET -> STARTING -> SPEAKING -> STOPPING (pipecat's `VADAnalyzer`,
+      `reference/aesthetics.md` 1.7) fed with one speech probability per 32 ms window. It reports only stable edges
+      (`SpeechStarted`, `SpeechEnded` with the segment, `SpeechDiscarded` for too short speech), keeps a pre-roll so
+      the onset is not clipped, force-cuts speech that never ends and drops segments that are too short. The state
+      machine is pure Python and can be driven with scripted probabilities (`push_probabilities`).
+
+It replaces the original demo's VAD (`reference/vita_original.md` 7.3 and bug 23): Silero v4 fed 4096-sample
+windows, no maximum segment length, an undefined pre-roll on the first chunk.
+
+Error contract: a bad chunk (NaN/inf, a dtype other than int16/float, not mono, an unsupported rate) raises
+`ValueError` before any state changes, naming the value found and the one expected. The session layer turns it into
+an `Error` event and goes on with the next chunk.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from .duplex_events import Event, SpeechDiscarded, SpeechEnded, SpeechStarted
+
+SAMPLING_RATE = 16_000
+WINDOW_SIZE = 512  # Silero v5/v6 at 16 kHz takes exactly 512 new samples (32 ms) a call
+WINDOW_SECS = WINDOW_SIZE / SAMPLING_RATE
+CONTEXT_SIZE = 64  # samples of the previous window the ONNX model expects in front of each window
+
+
+@dataclass(frozen=True)
+class VADParams:
+    """Tunables of the speech segmenter. Times in seconds, rounded to 32 ms windows.
+
+    Defaults, weighed against the original VITA demo (threshold 0.7, end after 500 ms below 0.55, 256 ms pre-roll,
+    segments under 1.5 s dropped, no maximum), Silero's own defaults (0.5 / 0.35, 100 ms silence, 30 ms pad) and
+    pipecat's (0.7, start 0.2 s, stop 0.2 s):
+
+    Args:
+        threshold: speech probability that starts speech. 0.6 sits between Silero's calibration point (0.5) and
+            VITA's 0.7 (chosen for Silero v4): Silero v6 scores clean speech around 0.8 and silence/noise up to about
+            0.5, and noise that gets through is rejected anyway by the model's `<2>` state token.
+        negative_threshold: probability under which speech counts as paused (hysteresis). Default
+            `threshold - 0.15` as in Silero and VITA (floored at 0.01).
+        start_secs: how long the probability must stay over `threshold` before speech is confirmed (0.1 s: three
+            windows filter clicks; pipecat uses 0.2 s, VITA none, which costs latency for little gain).
+        stop_secs: silence that ends a segment. 0.5 s as in VITA and OpenAI's server VAD (Silero's 0.1 s splits
+            sentences at every breath; fastrtc's 2 s is slow to answer).
+        pre_roll_secs: audio kept before the confirmed onset so the first phoneme is not clipped (VITA 0.256 s).
+        post_roll_secs: audio kept after the last speech window (the rest of the trailing silence is cut off).
+        min_segment_secs: speech (onset to last speech window) shorter than this is discarded. VITA dropped
+            segments under 1.5 s *including* 0.256 s pre-roll and 0.5 s silence, i.e. about 0.75 s of speech; 0.5 s
+            keeps short commands ("stop", "next one") and still drops coughs and clicks.
+        max_segment_secs: speech longer than this is cut into a segment and continues in a new one (VITA had no
+            limit; 30 s bounds the audio prompt and the latency of a never-ending stream).
+    """
+
+    threshold: float = 0.6
+    negative_threshold: float | None = None
+    start_secs: float = 0.1
+    stop_secs: float = 0.5
+    pre_roll_secs: float = 0.25
+    post_roll_secs: float = 0.1
+    min_segment_secs: float = 0.5
+    max_segment_secs: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), found {self.threshold}")
+        if self.negative_threshold is None:
+            object.__setattr__(self, "negative_threshold", max(self.threshold - 0.15, 0.01))
+        if not 0.0 < self.negative_threshold <= self.threshold:
+            raise ValueError(
+                f"negative_threshold must be in (0, threshold={self.threshold}], found {self.negative_threshold}"
+            )
+        for name in ("start_secs", "stop_secs", "pre_roll_secs", "post_roll_secs", "min_segment_secs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, found {getattr(self, name)}")
+        if self.max_segment_secs <= max(self.min_segment_secs, self.start_secs):
+            raise ValueError(
+                f"max_segment_secs must be > min_segment_secs={self.min_segment_secs} and "
+                f"start_secs={self.start_secs}, found {self.max_segment_secs}"
+            )
+
+
+class VADState(str, Enum):
+    QUIET = "quiet"
+    STARTING = "starting"
+    SPEAKING = "speaking"
+    STOPPING = "stopping"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Input validation and resampling
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def as_float32_mono(chunk: np.ndarray) -> np.ndarray:
+    """Validate an audio chunk and return it as float32 in [-1, 1]: int16 is scaled by 1/32768, floats are kept."""
+    array = np.asarray(chunk)
+    if array.ndim == 2 and 1 in array.shape:
+        array = array.reshape(-1)
+    if array.ndim != 1:
+        raise ValueError(f"audio chunk must be mono with shape (num_samples,), found shape {array.shape}")
+    if array.dtype == np.int16:
+        return array.astype(np.float32) / 32768.0
+    if array.dtype not in (np.float16, np.float32, np.float64):
+        raise ValueError(f"audio chunk dtype must be int16, float16, float32 or float64, found {array.dtype}")
+    samples = array.astype(np.float32)
+    if not np.isfinite(samples).all():
+        bad = int(np.count_nonzero(~np.isfinite(samples)))
+        raise ValueError(f"audio chunk must hold finite samples, found {bad} NaN/inf of {samples.size}")
+    return samples
+
+
+class Resampler:
+    """Streaming resampler from `orig_sr` to `target_sr` (windowed sinc with a Kaiser window, polyphase).
+
+    Output sample n sits at input time n * orig_sr / target_sr exactly (the filter is centred), so times computed
+    from the output count are right; the price is a lookahead of `half_width` input samples (about 0.5 ms at 48 kHz),
+    returned by `flush`.
+
+    Args:
+        orig_sr: input rate in Hz (integer, 8000..192000).
+        target_sr: output rate in Hz.
+        zero_crossings: zero crossings of the sinc kept on each side (filter length and stop-band quality).
+        rolloff: cutoff as a fraction of the lower Nyquist frequency.
+        beta: Kaiser window shape.
+    """
+
+    def __init__(
+        self,
+        orig_sr: int,
+        target_sr: int = SAMPLING_RATE,
+        zero_crossings: int = 8,
+        rolloff: float = 0.94,
+        beta: float = 8.0,
+    ) -> None:
+        for name, rate in (("orig_sr", orig_sr), ("target_sr", target_sr)):
+            if int(rate) != rate or not 8000 <= rate <= 192_000:
+                raise ValueError(f"{name} must be an integer rate in Hz between 8000 and 192000, found {rate}")
+        orig_sr, target_sr = int(orig_sr), int(target_sr)
+        gcd = math.gcd(orig_sr, target_sr)
+        self.orig_sr, self.target_sr = orig_sr, target_sr
+        self.up, self.down = target_sr // gcd, orig_sr // gcd
+        if self.up > 4096 or self.down > 4096:
+            raise ValueError(
+                f"orig_sr/target_sr must reduce to a ratio with terms <= 4096, found {orig_sr}/{target_sr} = "
+                f"{self.down}/{self.up}"
+            )
+        cutoff = min(1.0, self.up / self.down) * rolloff  # relative to the input Nyquist frequency
+        self.half_width = math.ceil(zero_crossings / cutoff)  # in input samples
+        offsets = np.arange(-self.half_width + 1, self.half_width + 1)  # input index minus floor(output time)
+        tau = np.arange(self.up)[:, None] / self.up - offsets[None, :]  # (up, taps): output time minus input time
+        window = np.i0(beta * np.sqrt(np.clip(1.0 - (tau / self.half_width) ** 2, 0.0, None))) / np.i0(beta)
+        table = cutoff * np.sinc(cutoff * tau) * window
+        self._table = (table / table.sum(axis=1, keepdims=True)).astype(np.float32)  # unit gain at DC per phase
+        self._offsets = offsets
+        self.reset()
+
+    def reset(self) -> None:
+        # Samples before the stream are zeros; `_start` is the absolute input index of `_buffer[0]`.
+        self._buffer = np.zeros(self.half_width, dtype=np.float32)
+        self._start = -self.half_width
+        self._next = 0  # next output index
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        """Resample the next chunk (float32, validated by the caller); returns what is ready so far."""
+        if self.up == self.down:
+            return samples
+        self._buffer = np.concatenate([self._buffer, samples])
+        end = self._start + len(self._buffer)  # absolute index one past the last input sample
+        # Output n needs inputs up to floor(n * down / up) + half_width.
+        stop = max(self._next, ((end - self.half_width) * self.up + self.down - 1) // self.down)
+        if stop == self._next:
+            return np.zeros(0, dtype=np.float32)
+        outputs = np.arange(self._next, stop)
+        base, phase = np.divmod(outputs * self.down, self.up)
+        index = base[:, None] - self._start + self._offsets[None, :]
+        result = np.einsum("ij,ij->i", self._buffer[index], self._table[phase]).astype(np.float32)
+        self._next = stop
+        keep_from = stop * self.down // self.up - self.half_width + 1
+        self._buffer = self._buffer[keep_from - self._start :]
+        self._start = keep_from
+        return result
+
+    def flush(self) -> np.ndarray:
+        """Return the samples held back by the lookahead (the stream is padded with zeros) and reset."""
+        if self.up == self.down:
+            return np.zeros(0, dtype=np.float32)
+        end = self._start + len(self._buffer)
+        missing = -(-end * self.up // self.down) - self._next  # ceil(inputs * up / down) outputs in all
+        tail = self(np.zeros(self.half_width + 1, dtype=np.float32))[: max(0, missing)]
+        self.reset()
+        return tail
+
+
+class _Framer:
+    """Validate chunks, resample them to 16 kHz and cut them into 512-sample windows (the rest is buffered)."""
+
+    def __init__(self) -> None:
+        self._resampler: Resampler | None = None
+        self._pending = np.zeros(0, dtype=np.float32)
+
+    def reset(self) -> None:
+        self._resampler = None
+        self._pending = np.zeros(0, dtype=np.float32)
+
+    def __call__(self, chunk: np.ndarray, sampling_rate: int) -> np.ndarray:
+        samples = as_float32_mono(chunk)
+        if sampling_rate != SAMPLING_RATE:
+            if self._resampler is None or self._resampler.orig_sr != sampling_rate:
+                self._resampler = Resampler(sampling_rate, SAMPLING_RATE)  # validates the rate
+            samples = self._resampler(samples)
+        elif self._resampler is not None:
+            self._resampler = None  # the stream switched to 16 kHz; held-back samples are dropped
+        self._pending = np.concatenate([self._pending, samples])
+        count = len(self._pending) // WINDOW_SIZE
+        windows = self._pending[: count * WINDOW_SIZE].reshape(count, WINDOW_SIZE)
+        self._pending = self._pending[count * WINDOW_SIZE :]
+        return windows
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Scorers
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class SpeechScorer(Protocol):
+    """Gives the speech probability of consecutive 512-sample float32 windows at 16 kHz of one stream."""
+
+    def score(self, window: np.ndarray) -> float: ...
+
+    def reset_states(self) -> None: ...
+
+
+def silero_model_path(filename: str = "silero_vad.onnx") -> Path:
+    """Path of an ONNX model bundled in the `silero-vad` wheel, found without importing the package."""
+    # find_spec on a top-level name locates the package without executing its __init__ (which imports torch).
+    spec = importlib.util.find_spec("silero_vad")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    for location in locations:
+        candidate = Path(location) / "data" / filename
+        if candidate.is_file():
+            return candidate
+    try:
+        for file in importlib.metadata.files("silero-vad") or []:
+            if file.name == filename:
+                return Path(file.locate())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    raise FileNotFoundError(
+        f"Silero VAD model {filename!r} not found; install it with `pip install --no-deps silero-vad` "
+        "(the wheel bundles the ONNX models) or pass `model_path`"
+    )
+
+
+@lru_cache(maxsize=4)
+def _onnx_session(path: str, num_threads: int):
+    import onnxruntime  # imported here so the pure segmenter does not need it
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = num_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    # The model's tensors are tiny (a 576-sample window, a 2x1x128 state); the default memory arena would reserve
+    # about 20 MB more than the scoring ever needs.
+    options.enable_cpu_mem_arena = False
+    # One session per model file is shared by every stream (`run` is thread-safe); each SileroVAD keeps its state.
+    return onnxruntime.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class SileroVAD:
+    """Silero VAD v6 (ONNX, onnxruntime) for one audio stream.
+
+    `score(window)` takes exactly 512 float32 samples at 16 kHz; `__call__(chunk, sampling_rate)` takes chunks of any
+    length, rate (resampled) and dtype (int16 or float) and returns the probabilities of the windows completed.
+
+    Args:
+        model_path: the ONNX file; default: `silero_vad.onnx` from the installed `silero-vad` wheel.
+        num_threads: onnxruntime intra-op threads (1 is fastest for a 32 ms window).
+    """
+
+    window_size = WINDOW_SIZE
+    sampling_rate = SAMPLING_RATE
+
+    def __init__(self, model_path: str | Path | None = None, num_threads: int = 1) -> None:
+        path = Path(model_path) if model_path is not None else silero_model_path()
+        self._session = _onnx_session(str(path), num_threads)
+        self._sr = np.array(SAMPLING_RATE, dtype=np.int64)
+        self._framer = _Framer()
+        self.reset_states()
+
+    def reset_states(self) -> None:
+        """Start a new stream: zero the recurrent state and the context, drop buffered samples."""
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._context = np.zeros(CONTEXT_SIZE, dtype=np.float32)
+        self._framer.reset()
+
+    def score(self, window: np.ndarray) -> float:
+        if not isinstance(window, np.ndarray) or window.dtype != np.float32 or window.shape != (WINDOW_SIZE,):
+            found = f"{type(window).__name__} {getattr(window, 'dtype', '')} {getattr(window, 'shape', '')}"
+            raise ValueError(f"SileroVAD.score expects a float32 array of shape ({WINDOW_SIZE},), found {found}")
+        if not np.isfinite(window).all():
+            raise ValueError(
+                f"SileroVAD.score expects finite samples, found {np.count_nonzero(~np.isfinite(window))} NaN/inf"
+            )
+        model_input = np.concatenate([self._context, window])[None, :]  # (1, 64 + 512)
+        output, self._state = self._session.run(None, {"input": model_input, "state": self._state, "sr": self._sr})
+        self._context = window[-CONTEXT_SIZE:]
+        return float(output[0, 0])
+
+    def __call__(self, chunk: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
+        windows = self._framer(chunk, sampling_rate)
+        return np.array([self.score(window) for window in windows], dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Segmenter
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _windows(secs: float) -> int:
+    return max(1, round(secs / WINDOW_SECS))
+
+
+class VADSegmenter:
+    """Cut a stream into speech segments with a four-state machine over per-window speech probabilities.
+
+    `push(chunk, sampling_rate)` scores the audio with `scorer` (a `SileroVAD` by default, created on first use);
+    `push_probabilities(probabilities, samples)` drives the same state machine with given probabilities (one per
+    32 ms window), which is how it is tested. Both return the events of the windows completed, in order; `time` is
+    the end of the window that triggered the event on the 16 kHz clock of this stream.
+
+    Transitions: QUIET -> STARTING on a window >= `threshold`; STARTING -> SPEAKING (`SpeechStarted`) after
+    `start_secs` of such windows, back to QUIET on any window below it; SPEAKING -> STOPPING on a window below
+    `negative_threshold` (windows between the two thresholds keep speaking); STOPPING -> SPEAKING on a window >=
+    `threshold`, -> QUIET (`SpeechEnded` or `SpeechDiscarded`) after `stop_secs` of windows below it.
+
+    Args:
+        params: the thresholds and durations (`VADParams`).
+        scorer: anything with `score(window) -> float` and `reset_states()`.
+    """
+
+    def __init__(self, params: VADParams | None = None, scorer: SpeechScorer | None = None) -> None:
+        self.params = params if params is not None else VADParams()
+        self.scorer = scorer
+        self._framer = _Framer()
+        p = self.params
+        self._start_windows = _windows(p.start_secs)
+        self._stop_windows = _windows(p.stop_secs)
+        self._pre_roll = round(p.pre_roll_secs * SAMPLING_RATE)
+        self._post_roll = round(p.post_roll_secs * SAMPLING_RATE)
+        self._min_speech = round(p.min_segment_secs * SAMPLING_RATE)
+        self._max_segment = max(round(p.max_segment_secs * SAMPLING_RATE), WINDOW_SIZE)
+        self._tail_size = self._pre_roll + (self._start_windows + 1) * WINDOW_SIZE
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream (the clock restarts at 0)."""
+        self.state = VADState.QUIET
+        self._position = 0  # samples consumed so far (end of the last window)
+        self._tail = np.zeros(0, dtype=np.float32)  # the latest samples, for the pre-roll
+        self._segment: list[np.ndarray] = []
+        self._segment_start = 0
+        self._onset = 0  # first speech window of the current segment
+        self._last_speech = 0  # end of the last speech window
+        self._count = 0  # consecutive windows in STARTING / STOPPING
+        self._framer.reset()
+        if self.scorer is not None:
+            self.scorer.reset_states()
+
+    @property
+    def time(self) -> float:
+        """Seconds of audio consumed (16 kHz clock)."""
+        return self._position / SAMPLING_RATE
+
+    def push(self, chunk: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> list[Event]:
+        """Feed audio of any length, rate, int16 or float dtype. Raises ValueError on a bad chunk (state unchanged)."""
+        windows = self._framer(chunk, sampling_rate)
+        if len(windows) and self.scorer is None:
+            self.scorer = SileroVAD()
+        events: list[Event] = []
+        for window in windows:
+            events.extend(self._step(self.scorer.score(window), window))
+        return events
+
+    def push_probabilities(self, probabilities: Iterable[float], samples: np.ndarray | None = None) -> list[Event]:
+        """Feed one speech probability per 512-sample window; `samples` (16 kHz) fills the segments (zeros if None)."""
+        probabilities = [float(p) for p in probabilities]
+        if samples is None:
+            samples = np.zeros(len(probabilities) * WINDOW_SIZE, dtype=np.float32)
+        samples = as_float32_mono(samples)
+        if len(samples) != len(probabilities) * WINDOW_SIZE:
+            raise ValueError(
+                f"samples must hold {WINDOW_SIZE} per probability, i.e. {len(probabilities) * WINDOW_SIZE}, "
+                f"found {len(samples)}"
+            )
+        events: list[Event] = []
+        for index, probability in enumerate(probabilities):
+            events.extend(self._step(probability, samples[index * WINDOW_SIZE : (index + 1) * WINDOW_SIZE]))
+        return events
+
+    def flush(self) -> list[Event]:
+        """End of stream: close the open segment, if any, as if silence had lasted `stop_secs`."""
+        if self.state in (VADState.SPEAKING, VADState.STOPPING):
+            return [self._end_segment(truncated=False)]
+        self.state, self._count = VADState.QUIET, 0
+        return []
+
+    def _step(self, probability: float, window: np.ndarray) -> list[Event]:
+        p = self.params
+        window_start = self._position
+        self._position += WINDOW_SIZE
+        self._tail = np.concatenate([self._tail, window])[-self._tail_size :]
+        if self.state in (VADState.SPEAKING, VADState.STOPPING):
+            self._segment.append(window)
+        events: list[Event] = []
+        match self.state:
+            case VADState.QUIET:
+                if probability >= p.threshold:
+                    self.state, self._count, self._onset = VADState.STARTING, 1, window_start
+            case VADState.STARTING:
+                if probability >= p.threshold:
+                    self._count += 1
+                else:
+                    self.state, self._count = VADState.QUIET, 0
+            case VADState.SPEAKING:
+                if probability >= p.negative_threshold:
+                    self._last_speech = self._position
+                else:
+                    self.state, self._count = VADState.STOPPING, 1
+            case VADState.STOPPING:
+                if probability >= p.threshold:
+                    self.state, self._last_speech = VADState.SPEAKING, self._position
+                else:
+                    self._count += 1
+        if self.state == VADState.STARTING and self._count >= self._start_windows:
+            # Confirmed onset: the segment starts `pre_roll` before the first speech window.
+            start = max(self._onset - self._pre_roll, self._position - len(self._tail), 0)
+            self._segment = [self._tail[len(self._tail) - (self._position - start) :].copy()]
+            self._segment_start, self._last_speech = start, self._position
+            self.state = VADState.SPEAKING
+            events.append(SpeechStarted(self.time, start=self._onset / SAMPLING_RATE))
+        elif self.state == VADState.STOPPING and self._count >= self._stop_windows:
+            events.append(self._end_segment(truncated=False))
+        if (
+            self.state in (VADState.SPEAKING, VADState.STOPPING)
+            and self._position - self._segment_start >= self._max_segment
+        ):
+            if self.state == VADState.STOPPING:
+                events.append(self._end_segment(truncated=False))
+            else:
+                # Speech that never ends: cut here and go on with a new segment (no pre-roll: no gap, no overlap).
+                events.append(self._end_segment(truncated=True))
+                self.state, self._segment, self._segment_start = VADState.SPEAKING, [], self._position
+                self._onset = self._last_speech = self._position
+                events.append(SpeechStarted(self.time, start=self.time))
+        return events
+
+    def _end_segment(self, truncated: bool) -> Event:
+        end = self._position if truncated else min(self._last_speech + self._post_roll, self._position)
+        audio = np.concatenate(self._segment) if self._segment else np.zeros(0, dtype=np.float32)
+        audio = audio[: end - self._segment_start]
+        start_s, end_s = self._segment_start / SAMPLING_RATE, end / SAMPLING_RATE
+        self.state, self._count, self._segment = VADState.QUIET, 0, []
+        if not truncated and self._last_speech - self._onset < self._min_speech:
+            return SpeechDiscarded(self.time, start=start_s, end=end_s)
+        return SpeechEnded(self.time, segment=audio, start=start_s, end=end_s, truncated=truncated)
+
+
+__all__ = [
+    "SAMPLING_RATE",
+    "WINDOW_SIZE",
+    "Resampler",
+    "SileroVAD",
+    "SpeechScorer",
+    "VADParams",
+    "VADSegmenter",
+    "VADState",
+    "as_float32_mono",
+    "silero_model_path",
+]
