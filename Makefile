@@ -33,7 +33,7 @@ bench: install-dev
 	$(PYTHON) benchmarks/bench_model.py
 
 # Train the embedded default model from nothing (data, vocabulary extension, 4 stages, evaluation, export to
-# spaces_demo/vita-tiny); about half an hour on 2 CPU cores. Needs espeak-ng (apt) for the speech data.
+# spaces_demo/vita-tiny); 44 minutes on 2 CPU cores. Needs espeak-ng (apt) for the speech data.
 vita-tiny: install-dev
 	$(PYTHON) -m recipes.vita_tiny
 
