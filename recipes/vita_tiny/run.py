@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     init_summary = timed("initialize", initialize, data_dir, work_dir / "init", args.seed)
     _log(f"initialize: {init_summary}")
-    extra = ["--max_steps", str(args.max_steps)] if args.max_steps else []
+    # A capped (smoke) run logs every step, so its curves and trainer states are not empty.
+    extra = ["--max_steps", str(args.max_steps), "--logging_steps", "1"] if args.max_steps else []
     previous = work_dir / "init"
     for stage in STAGES:
         previous = timed(stage, run_stage, stage, data_dir, work_dir, previous, extra)
