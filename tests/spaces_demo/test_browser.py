@@ -1,14 +1,15 @@
-"""Browser test of the Space: the app on a free localhost port, driven by Playwright in the system's headless Chromium.
+"""Browser tests of the Space: the app on a free localhost port, driven by Playwright in the system Chromium.
 
-It does what a visitor does in the chat tab: a typed question with an image of one red circle, then an uploaded spoken
-question ("What is two plus three?") and an uploaded recording of background talk ("I will buy some bread
-tomorrow."), both spoken by espeak-ng with a voice vita-tiny was trained on. It checks the DOM (one badge per turn,
-the typed turn's badge, an answer after each answered badge, the user's image and recordings) and a full-page
-screenshot: the file exists, is not blank, and at the place of each badge it shows the badge's colour.
-
-With any model the structure is checked (the typed turn is always `<3>`; a random model decides the audio turns at
-random). On the trained `spaces_demo/vita-tiny` checkpoint the answers are checked too: "red", `<1>` and "five", `<2>`
-with nothing said.
+Chat tab: what a visitor does, a typed question with an image of one red circle, then an uploaded spoken question
+("What is two plus three?") and an uploaded recording of background talk ("I will buy some bread tomorrow."), both
+spoken by espeak-ng with a voice vita-tiny was trained on. One visit per checkpoint feeds three tests:
+    - with any model (a random one and vita-tiny): one badge per turn with its state's label (the typed turn is always
+      `<3>`), an answer after each answered badge and none after `<2>`, the user's image and recordings, and a
+      full-page screenshot that exists, is not blank and shows each badge in its colour where the DOM puts it;
+    - on vita-tiny: the states are the right ones (`<3>`, `<1>`, `<2>`);
+    - on vita-tiny: the answers are the right ones ("red", "five"), a strict xfail while issue 7 is open.
+Real-time tab: Chromium's fake microphone plays a recording into the streaming microphone. Sessions: two tabs at once
+keep their own conversations, and closing a tab closes its session.
 """
 
 import os
@@ -19,6 +20,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -202,55 +204,73 @@ def _badge_shown(screenshot: np.ndarray, box: dict) -> tuple[str | None, float]:
     return state, float(coloured.mean())
 
 
-# The structure is checked on both; the right answers only on vita-tiny, which does not know its world well enough
-# yet (issue 7 is open): strict, so the mark has to go once it answers.
-_VITA_TINY_IS_BEHIND = pytest.mark.xfail(
-    strict=True, reason="issue 7 is open: vita-tiny's held-out image QA is 0.55 and it often mistakes talk for a query"
-)
-
-
-@pytest.mark.parametrize("checkpoint", ["random", pytest.param("vita-tiny", marks=_VITA_TINY_IS_BEHIND)])
-def test_chat_in_the_browser_shows_badges_answers_and_a_screenshot_of_them(checkpoint, browser, media, tmp_path):
+@pytest.fixture(scope="module")
+def chat_in_browser(browser, media, tmp_path_factory):
+    """`chat_in_browser(checkpoint)` -> what one visit showed ("random" or "vita-tiny"); each runs once a module."""
     from PIL import Image
 
-    options = []
-    if checkpoint == "vita-tiny":
-        if not (TRAINED / "config.json").is_file():
-            pytest.skip(f"the trained checkpoint {TRAINED} is absent (built by the vita-tiny recipe, issue #7)")
-        model_dir = TRAINED
-        if TRAINED.resolve() != VITA_TINY.resolve():
-            options = ["--max-history-turns", "0"]  # what the embedded vita-tiny gets by default
-    else:
-        model_dir = _random_checkpoint(tmp_path / "random-vita")
-    process, url, log = _serve(model_dir, tmp_path, *options)
-    try:
-        page = browser.new_page(viewport={"width": 1280, "height": 1600})
-        page.goto(url)
-        page.wait_for_selector("#vita-text textarea", timeout=60_000)
-        typed = _ask(page, 1, text="What colour is the shape?", image=media / "red_circle.png")
-        _ask(page, 2, audio=media / "question.wav")
-        _ask(page, 3, audio=media / "talk.wav")
-        turns = _turns(page)
-        images = page.locator("#vita-chatbot img").count()
-        players = page.locator("#vita-chatbot audio").count()
-        page.evaluate("window.scrollTo(0, 0)")
-        boxes = page.eval_on_selector_all(
-            "#vita-chatbot .vita-badge",
-            "bs => bs.map(b => { const r = b.getBoundingClientRect();"
-            " return {x: r.x, y: r.y, width: r.width, height: r.height}; })",
+    visits = {}
+
+    def visit(checkpoint: str) -> SimpleNamespace:
+        if checkpoint in visits:
+            return visits[checkpoint]
+        workdir = tmp_path_factory.mktemp(f"chat-{checkpoint}")
+        options = []
+        if checkpoint == "vita-tiny":
+            if not (TRAINED / "config.json").is_file():
+                pytest.skip(f"the trained checkpoint {TRAINED} is absent (built by the vita-tiny recipe, issue #7)")
+            model_dir = TRAINED
+            if TRAINED.resolve() != VITA_TINY.resolve():
+                options = ["--max-history-turns", "0"]  # what the embedded vita-tiny gets by default
+        else:
+            model_dir = _random_checkpoint(workdir / "random-vita")
+        process, url, log = _serve(model_dir, workdir, *options)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1600})
+            page.goto(url)
+            page.wait_for_selector("#vita-text textarea", timeout=60_000)
+            typed = _ask(page, 1, text="What colour is the shape?", image=media / "red_circle.png")
+            _ask(page, 2, audio=media / "question.wav")
+            _ask(page, 3, audio=media / "talk.wav")
+            turns = _turns(page)
+            images = page.locator("#vita-chatbot img").count()
+            players = page.locator("#vita-chatbot audio").count()
+            page.evaluate("window.scrollTo(0, 0)")
+            boxes = page.eval_on_selector_all(
+                "#vita-chatbot .vita-badge",
+                "bs => bs.map(b => { const r = b.getBoundingClientRect();"
+                " return {x: r.x, y: r.y, width: r.width, height: r.height}; })",
+            )
+            shot = workdir / "space.png"
+            page.screenshot(path=str(shot), full_page=True)
+            if os.environ.get("VITA_SCREENSHOT_DIR"):  # keep it for a person (or a CI artifact) to look at
+                Path(os.environ["VITA_SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
+                shutil.copy(shot, Path(os.environ["VITA_SCREENSHOT_DIR"]) / f"space-{checkpoint}.png")
+            page.close()
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+            log.close()
+        visits[checkpoint] = SimpleNamespace(
+            turns=turns,
+            typed=typed,
+            images=images,
+            players=players,
+            boxes=boxes,
+            shot=shot,
+            pixels=np.asarray(Image.open(shot).convert("RGB")),
+            app_log=(workdir / "app.log").read_text(),
         )
-        shot = tmp_path / "space.png"
-        page.screenshot(path=str(shot), full_page=True)
-        if os.environ.get("VITA_SCREENSHOT_DIR"):  # keep it for a person (or a CI artifact) to look at
-            Path(os.environ["VITA_SCREENSHOT_DIR"]).mkdir(parents=True, exist_ok=True)
-            shutil.copy(shot, Path(os.environ["VITA_SCREENSHOT_DIR"]) / f"space-{checkpoint}.png")
-        page.close()
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-    app_log = (tmp_path / "app.log").read_text()
-    assert "Traceback" not in app_log, app_log[-3000:]
+        return visits[checkpoint]
+
+    return visit
+
+
+@pytest.mark.parametrize("checkpoint", ["random", "vita-tiny"])
+def test_chat_in_the_browser_shows_badges_answers_and_a_screenshot_of_them(checkpoint, chat_in_browser):
+    seen = chat_in_browser(checkpoint)
+    turns = seen.turns
+    assert "Traceback" not in seen.app_log, seen.app_log[-3000:]
 
     # One badge per turn, the typed one always `<3>`, each label the one of its state.
     assert len(turns) == 3, turns
@@ -258,23 +278,40 @@ def test_chat_in_the_browser_shows_badges_answers_and_a_screenshot_of_them(check
     assert all(label == BADGES[state] for state, label, _ in turns), turns
     for state, _, answer in turns:
         assert bool(answer) == (state != "noisy_audio"), turns  # an answer after each answered badge, none after <2>
-    assert typed[-1].startswith(BADGES["query_text"]) and any(BADGES["query_text"] in text for text in typed)
-    assert images >= 1 and players >= 2  # the user's picture and the two recordings are in the conversation
+    assert seen.typed[-1].startswith(BADGES["query_text"]) and any(BADGES["query_text"] in t for t in seen.typed)
+    assert seen.images >= 1 and seen.players >= 2  # the user's picture and the two recordings are in the conversation
 
     # The screenshot: a real page (not blank), showing each badge in its colour where the DOM puts it.
-    assert shot.stat().st_size > 20_000
-    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    assert seen.shot.stat().st_size > 20_000
+    pixels = seen.pixels
     background = np.median(pixels.reshape(-1, 3), axis=0)
     drawn = (np.abs(pixels.astype(int) - background).max(axis=-1) > 40).mean()
     assert drawn > 0.02 and len(np.unique(pixels.reshape(-1, 3)[::97], axis=0)) > 50, drawn
-    assert len(boxes) == 3
-    for (state, _, _), box in zip(turns, boxes):
+    assert len(seen.boxes) == 3
+    for (state, _, _), box in zip(turns, seen.boxes):
         shown, share = _badge_shown(pixels, box)
         assert shown == state and share > 0.3, (state, shown, share, box)
 
-    if checkpoint == "vita-tiny":  # the trained model knows this world
-        assert [state for state, _, _ in turns] == ["query_text", "query_audio", "noisy_audio"], turns
-        assert "red" in turns[0][2].lower() and "five" in turns[1][2].lower() and turns[2][2] == "", turns
+
+def test_vita_tiny_in_the_browser_decides_the_state_of_each_question(chat_in_browser):
+    """The trained model tells the typed question, the spoken question and the background talk apart (`<3>`, `<1>`,
+    `<2>`); the screenshot test above has already checked that the page shows each badge in its colour."""
+    turns = chat_in_browser("vita-tiny").turns
+    assert [state for state, _, _ in turns] == ["query_text", "query_audio", "noisy_audio"], turns
+    assert turns[2][2] == "", turns  # nothing is said to background talk
+
+
+# The right answers only on vita-tiny, which does not know its world well enough yet (issue 7 is open): strict, so
+# the mark has to go once it answers. (It says "four" to the spoken "What is two plus three?".)
+_VITA_TINY_IS_BEHIND = pytest.mark.xfail(
+    strict=True, reason="issue 7 is open: vita-tiny's held-out image QA is 0.55 and it often mistakes talk for a query"
+)
+
+
+@_VITA_TINY_IS_BEHIND
+def test_vita_tiny_in_the_browser_gives_the_right_answers(chat_in_browser):
+    turns = chat_in_browser("vita-tiny").turns
+    assert "red" in turns[0][2].lower() and "five" in turns[1][2].lower(), turns
 
 
 def test_realtime_tab_in_the_browser_streams_a_microphone_into_transcript_answer_and_timeline(
