@@ -22,12 +22,12 @@ test-all: install-dev
 	$(PYTHON) -m pytest -q
 
 style:
-	ruff format modeling_vita processing_vita recipes tests benchmarks
-	ruff check --fix modeling_vita processing_vita recipes tests benchmarks
+	ruff format modeling_vita processing_vita recipes spaces_demo tests benchmarks
+	ruff check --fix modeling_vita processing_vita recipes spaces_demo tests benchmarks
 
 quality:
-	ruff format --check modeling_vita processing_vita recipes tests benchmarks
-	ruff check modeling_vita processing_vita recipes tests benchmarks
+	ruff format --check modeling_vita processing_vita recipes spaces_demo tests benchmarks
+	ruff check modeling_vita processing_vita recipes spaces_demo tests benchmarks
 
 bench: install-dev
 	$(PYTHON) benchmarks/bench_model.py
