@@ -6,7 +6,7 @@ held-out split, and the export is `pipeline("vita-duplex").save_pretrained`, so 
 processor, chat template and remote code. Layout of open-r1's and alignment-handbook's recipe runners.
 
     python -m recipes.vita_tiny                     # everything, into spaces_demo/vita-tiny (make vita-tiny)
-    python -m recipes.vita_tiny --small --max-steps 2 --export /tmp/vt   # a smoke run in about a minute
+    python -m recipes.vita_tiny --small --max-steps 2 --export out/vt-smoke   # a smoke run, about a minute
 
 Steps and where they write (paths relative to the checkout):
     data        data/vita-tiny (reused when its manifest matches; `--rebuild-data` forces)
