@@ -322,4 +322,8 @@ def parse_args(args: list[str] | None = None) -> tuple[Any, ...]:
 
 
 if __name__ == "__main__":
-    main(*parse_args())
+    trainer = main(*parse_args())
+    # Every rank leaves the process group together: a rank that exits with it alive can abort (SIGABRT) in gloo's
+    # teardown while the main process is still saving.
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
