@@ -94,6 +94,13 @@ class VitaScriptArguments(ScriptArguments):
             "from random weights (vita-tiny); the released recipes leave it empty."
         },
     )
+    freeze_modules: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Submodules kept frozen although the stage (or unfreeze_modules) trains them, e.g. a pretrained "
+            "audio encoder under its adapter (model.audio_tower.layers); applied last."
+        },
+    )
     lora_target_regex: str = field(
         default=LANGUAGE_MODEL_ATTENTION,
         metadata={"help": "LoRA targets when `use_peft` and no `lora_target_modules`: a regex over module names."},
@@ -106,11 +113,26 @@ class VitaScriptArguments(ScriptArguments):
             raise ValueError("dataset_name is None; expected a save_to_disk folder or a JSON/JSONL file of samples.")
 
 
+def _check_module_names(model: torch.nn.Module, names: list[str], option: str) -> None:
+    for name in names:
+        try:
+            model.get_submodule(name)
+        except AttributeError:
+            raise ValueError(
+                f"{option} names {name!r}, which the model does not have; expected a submodule name such as "
+                "model.vision_tower, model.audio_tower or model.multi_modal_projector."
+            ) from None
+
+
 def set_trainable(
-    model: torch.nn.Module, stage: str, train_audio_adapter: bool = False, unfreeze_modules: list[str] | None = None
+    model: torch.nn.Module,
+    stage: str,
+    train_audio_adapter: bool = False,
+    unfreeze_modules: list[str] | None = None,
+    freeze_modules: list[str] | None = None,
 ) -> list[str]:
-    """Freeze `model` (a VitaForConditionalGeneration) for `stage`, then unfreeze `unfreeze_modules` too; returns
-    the names of the trained modules."""
+    """Freeze `model` (a VitaForConditionalGeneration) for `stage`, unfreeze `unfreeze_modules` too, then freeze
+    `freeze_modules` again; returns the names of the trained modules (before `freeze_modules`)."""
     if stage not in STAGES:
         raise ValueError(f"stage={stage!r}; expected one of {STAGES}.")
     trained = {
@@ -121,19 +143,18 @@ def set_trainable(
     }[stage]
     if stage == "multimodal_sft" and train_audio_adapter:
         trained.append("model.audio_tower.adapter")
-    for name in unfreeze_modules or []:
-        try:
-            model.get_submodule(name)
-        except AttributeError:
-            raise ValueError(
-                f"unfreeze_modules names {name!r}, which the model does not have; expected a submodule name such as "
-                "model.vision_tower, model.audio_tower or model.multi_modal_projector."
-            ) from None
-        if name not in trained:
-            trained.append(name)
+    _check_module_names(model, unfreeze_modules or [], "unfreeze_modules")
+    _check_module_names(model, freeze_modules or [], "freeze_modules")
+    trained += [name for name in unfreeze_modules or [] if name not in trained]
     model.requires_grad_(False)
     for name in trained:
         model.get_submodule(name).requires_grad_(True)
+    for name in freeze_modules or []:
+        model.get_submodule(name).requires_grad_(False)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(
+            f"Nothing left to train in stage {stage!r}: freeze_modules={freeze_modules} covers all of {trained}."
+        )
     return trained
 
 
@@ -254,7 +275,10 @@ def build_trainer(script_args: VitaScriptArguments, training_args: SFTConfig, mo
     # Load model
     ###############
     model, processor = load_model_and_processor(script_args, model_args, training_args.trust_remote_code)
-    trained = set_trainable(model, script_args.stage, script_args.train_audio_adapter, script_args.unfreeze_modules)
+    trained = set_trainable(
+        model, script_args.stage, script_args.train_audio_adapter, script_args.unfreeze_modules,
+        script_args.freeze_modules,
+    )
     # With several processes (DDP, FSDP, ZeRO) a rank whose batch lacks a modality must still run that tower.
     model.model.run_idle_towers = training_args.world_size > 1
     peft_config = get_peft_config(model_args)

@@ -15,7 +15,8 @@ Stage-1 rows (`llm_train`) are text QA and `say` rows that make the LLM say capt
 alignment stages keep the LLM frozen, so it must already produce their words, as a pretrained LLM would.
 
 Output: one `datasets` folder per split (`llm_train`, `vision_train`, `audio_train`, `sft_train`, `heldout`), the media
-under `media/`, `corpus.txt` for `processing_vita.tokenization_vita.train_extension_tokenizer` and `manifest.json`.
+under `media/`, `corpus.txt` for `processing_vita.tokenization_vita.train_extension_tokenizer`, `speech_index.json`
+(every clip with its text and voice, for the encoder's CTC pretraining) and `manifest.json`.
 Besides the converted columns each row has `task`, `voice` (`engine:voice@speed`, "" without speech), `phrasing`
 (the question template, "" without one) and `meta` (JSON ground truth: colour, shape, count, position, direction,
 spoken text). The held-out split uses voices, speeds, question templates and background sentences never used for
@@ -51,28 +52,48 @@ ZH_NUMBERS = "零一二三四五六七八九十"
 ZH_COLOURS = {"red": "红色", "green": "绿色", "blue": "蓝色", "yellow": "黄色", "purple": "紫色"}
 SPLITS = ("llm_train", "vision_train", "audio_train", "sft_train", "heldout")
 
-# Every template list ends with its held-out phrasing: an unseen sentence made of words and constructions the
-# training templates use, so a model trained from scratch (with no pretrained language knowledge) can map it onto
-# the known question.
+# Question phrasings: each kind's own direct questions, plus shared frames filled with phrases naming the kind
+# ("Tell me {x}." with "the colour of the shape"), so training pairs every frame with every kind and the answer can
+# only follow the kind's words. The held-out phrasings are frame x phrase pairs used nowhere in training (both the
+# frame and the phrase are, with other partners): new sentences a model trained from scratch can still read.
+QUESTION_FRAMES = ["Tell me {x}.", "What is {x}?", "Can you tell me {x}?", "Please name {x}.", "I want to know {x}.",
+                   "Do you know {x}?"]  # fmt: skip
+HELDOUT_PHRASINGS_PER_KIND = 2
+
+
+def _phrasings(direct: list[str], topics: tuple[str, str], kind_index: int) -> list[str]:
+    """A kind's phrasings, its `HELDOUT_PHRASINGS_PER_KIND` held-out ones last: two frames (a different pair for
+    each kind) filled with one of the kind's two phrases each."""
+    n = len(QUESTION_FRAMES)
+    held = [QUESTION_FRAMES[(2 * kind_index) % n].format(x=topics[0]),
+            QUESTION_FRAMES[(2 * kind_index + 1) % n].format(x=topics[1])]  # fmt: skip
+    framed = [frame.format(x=topic) for topic in topics for frame in QUESTION_FRAMES]
+    return [q for q in dict.fromkeys(direct + framed) if q not in held] + held
+
+
 IMAGE_QUESTIONS = {
-    "colour": ["What colour is the shape?", "What is the colour of the shape?", "Tell me the colour of the shape.",
-               "Which colour is the shape?", "Which colour do you see?"],
-    "shape": ["What shape is this?", "Which shape do you see?", "Name the shape.", "What kind of shape is this?",
-              "What kind of shape do you see?"],
-    "count": ["How many shapes are there?", "How many shapes do you see?", "Count the shapes.",
-              "What is the number of shapes?", "Tell me the number of shapes."],
-    "position": ["Where is the shape?", "On which side is the shape?", "Where is the shape placed?",
-                 "In which part of the picture is the shape?", "On which side of the picture is the shape?"],
+    kind: _phrasings(direct, topics, i)
+    for i, (kind, direct, topics) in enumerate([
+        ("colour", ["What colour is the shape?", "Which colour is the shape?", "Which colour do you see?"],
+         ("the colour of the shape", "the colour in the picture")),
+        ("shape", ["What shape is this?", "Which shape do you see?", "What kind of shape is this?"],
+         ("the kind of shape", "the shape in the picture")),
+        ("count", ["How many shapes are there?", "How many shapes do you see?", "Count the shapes."],
+         ("the number of shapes", "the count of shapes")),
+        ("position", ["Where is the shape?", "On which side is the shape?", "Where is the shape placed?"],
+         ("the position of the shape", "the side of the shape")),
+    ])
 }  # fmt: skip
 VIDEO_QUESTIONS = {
-    "direction": ["Which way does the shape move?", "In which direction is the shape moving?",
-                  "Where is the shape going?", "Which way is the shape moving?",
-                  "In which direction does the shape move?"],
-    "colour": ["What colour is the moving shape?", "What is the colour of the moving shape?",
-               "Tell me the colour of the moving shape.", "Which colour is the moving shape?",
-               "What is the colour of the shape that moves?"],
-    "shape": ["What shape is moving?", "Which shape moves in the video?", "Name the moving shape.",
-              "What kind of shape is moving?", "What kind of shape moves in the video?"],
+    kind: _phrasings(direct, topics, i)
+    for i, (kind, direct, topics) in enumerate([
+        ("direction", ["Which way does the shape move?", "Where is the shape going?", "Which way is it moving?"],
+         ("the direction of the shape", "the direction of motion")),
+        ("colour", ["What colour is the moving shape?", "Which colour is the moving shape?"],
+         ("the colour of the moving shape", "the colour in the video")),
+        ("shape", ["What shape is moving?", "Which shape moves in the video?", "Name the moving shape."],
+         ("the kind of moving shape", "the shape in the video")),
+    ])
 }  # fmt: skip
 CAPTION_PROMPTS = {"image": ["Describe the image.", "What is in the picture?"],
                    "video": ["Describe the video.", "What happens in the video?"]}  # fmt: skip
@@ -222,12 +243,14 @@ def draw_shapes_image(colour: str, shape: str, count: int, position: str | None,
     grey = int(rng.integers(225, 256))
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), (grey, grey, grey))
     draw = ImageDraw.Draw(image)
+    # Shapes span one to two 14 px patches each way: a smaller shape inside one patch leaves the tiny vision tower
+    # its colour but hardly its outline (a trained vita-tiny named shapes at chance level when they were 10-18 px).
     if count == 1:
         cx, cy = _POSITION_CENTRES[position]
-        centres, size = [(cx, cy)], int(rng.integers(12, 19))
+        centres, size = [(cx, cy)], int(rng.integers(18, 25))
     else:
         cells = rng.permutation(4)[:count]
-        centres, size = [_CELL_CENTRES[c] for c in cells], int(rng.integers(10, 15))
+        centres, size = [_CELL_CENTRES[c] for c in cells], int(rng.integers(16, 22))
     for cx, cy in centres:
         jx, jy = rng.integers(-2, 3, 2)
         _draw_shape(draw, shape, cx + jx, cy + jy, size, COLOURS[colour])
@@ -239,9 +262,9 @@ def write_shapes_video(path: Path, colour: str, shape: str, direction: str, rng:
     import av
     from PIL import Image, ImageDraw
 
-    size = int(rng.integers(12, 17))
+    size = int(rng.integers(16, 22))
     lane = 28 + int(rng.integers(-8, 9))
-    start, stop = 10 + int(rng.integers(0, 4)), 46 - int(rng.integers(0, 4))
+    start, stop = 12 + int(rng.integers(0, 4)), 44 - int(rng.integers(0, 4))
     steps = np.linspace(start, stop, VIDEO_FRAMES)
     if direction in ("left", "up"):
         steps = steps[::-1]
@@ -299,8 +322,9 @@ def _row(
             "meta": json.dumps(meta or {}, ensure_ascii=False)}  # fmt: skip
 
 
-def _templates(templates: list[str], heldout: bool) -> list[str]:
-    return templates[-1:] if heldout else templates[:-1]
+def _templates(templates: list[str], heldout: bool, n_heldout: int = 1) -> list[str]:
+    """The held-out (last `n_heldout`) or the training phrasings of a list."""
+    return templates[-n_heldout:] if heldout else templates[:-n_heldout]
 
 
 class _Builder:
@@ -334,7 +358,8 @@ class _Builder:
             template = rng.choice(_templates(templates, heldout))
             fillers, answer = rng.choice(items)
             questions.append((template.format(**fillers), template, answer))
-        image_q = [(t, kind) for kind, ts in IMAGE_QUESTIONS.items() for t in _templates(ts, heldout)]
+        image_q = [(t, kind) for kind, ts in IMAGE_QUESTIONS.items()
+                   for t in _templates(ts, heldout, HELDOUT_PHRASINGS_PER_KIND)]  # fmt: skip
         return {"image": image_q, "text": questions, "background": background}
 
     def build_bank(self, heldout: bool, engine_cache: dict[str, Any]) -> None:
@@ -392,7 +417,7 @@ class _Builder:
         kind = self.rng.choice(kinds)
         answer = {"colour": meta["colour"], "shape": meta["shape"], "count": NUMBERS[meta["count"]],
                   "position": meta["position"]}[kind]  # fmt: skip
-        return self.rng.choice(_templates(IMAGE_QUESTIONS[kind], heldout)), answer
+        return self.rng.choice(_templates(IMAGE_QUESTIONS[kind], heldout, HELDOUT_PHRASINGS_PER_KIND)), answer
 
     def image_qa(self, rid: str, split: str, index: int, heldout: bool, spoken: bool = False) -> dict[str, Any]:
         path, meta = self.image(split, index)
@@ -407,7 +432,7 @@ class _Builder:
     def video_qa(self, rid: str, split: str, index: int, heldout: bool) -> dict[str, Any]:
         path, meta = self.video(split, index)
         kind = self.rng.choice(list(VIDEO_QUESTIONS))
-        question = self.rng.choice(_templates(VIDEO_QUESTIONS[kind], heldout))
+        question = self.rng.choice(_templates(VIDEO_QUESTIONS[kind], heldout, HELDOUT_PHRASINGS_PER_KIND))
         return _row(rid, "video_qa", ["<video>", question], STATE_QUERY_TEXT + meta[kind], videos=[path],
                     phrasing=question, meta=meta)  # fmt: skip
 
@@ -510,6 +535,13 @@ def _select_voices(voices: list, engines: tuple[str, ...]) -> list:
     return picked
 
 
+def data_version() -> str:
+    """A digest of this module's source: a build made by other code is not reused (`python -m recipes.vita_tiny`)."""
+    import hashlib
+
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
 def build_vita_tiny_data(
     output_dir: str | Path,
     seed: int = 0,
@@ -566,14 +598,21 @@ def build_vita_tiny_data(
                         text = re.sub(r"^<[123]>", "", block["text"] or "")
                         if block["type"] == "text" and text:
                             corpus.append(text)
+    # Every clip with its words and voice: the audio encoder's CTC pretraining reads this (`pretrain_audio.py`).
+    speech_index = {
+        split: [{"audio": audio, "text": text, "voice": voice} for clips in builder.banks[held].values()
+                for audio, voice, text in clips]
+        for split, held in (("train", False), ("heldout", True))
+    }  # fmt: skip
+    (root / "speech_index.json").write_text(json.dumps(speech_index, indent=1, ensure_ascii=False), encoding="utf-8")
     corpus_path = root / "corpus.txt"
     corpus_path.write_text("\n".join(dict.fromkeys(corpus)) + "\n", encoding="utf-8")
     manifest = {
         "seed": seed, "sizes": sizes, "splits": paths, "media_root": str(builder.media), "corpus": str(corpus_path),
-        "tasks": counts, "voices": {"train": [voice_key(v) for v in train_voices],
+        "speech_index": str(root / "speech_index.json"), "tasks": counts, "voices": {"train": [voice_key(v) for v in train_voices],
                                     "heldout": [voice_key(v) for v in heldout_voices]},
         "speech_texts": {"train": sorted(builder.banks[False]), "heldout": sorted(builder.banks[True])},
-        "speech_clips": builder.n_clips, "speech_seconds": round(builder.seconds, 1),
+        "generator": data_version(), "speech_clips": builder.n_clips, "speech_seconds": round(builder.seconds, 1),
         "build_seconds": round(time.time() - start, 1),
     }  # fmt: skip
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -12,6 +12,8 @@ Steps and where they write (paths relative to the checkout):
     data        data/vita-tiny (reused when its manifest matches; `--rebuild-data` forces)
     initialize  runs/vita-tiny/init: English tokenizer + Chinese extension, processor (short system prompts, CMVN
                 from the training speech), untrained model
+    audio_pretrain  runs/vita-tiny/audio_pretrain: the audio encoder pretrained by CTC on the training speech (the
+                stand-in for VITA's pretrained encoder; `pretrain_audio.py`)
     stages      runs/vita-tiny/stage1_llm -> stage2_vision_align -> stage2_audio_align -> stage3_multimodal_sft
     evaluate    runs/vita-tiny/eval.json (+ eval.txt)
     export      spaces_demo/vita-tiny (model card with the evaluation table), recipes/vita-tiny/training_curves.png
@@ -49,13 +51,14 @@ def _log(message: str) -> None:
 
 def ensure_data(data_dir: Path, small: bool, rebuild: bool, seed: int) -> dict[str, Any]:
     """Build the synthetic data unless a matching build is already there."""
-    from recipes.vita_tiny.data import DEFAULT_SIZES, SMALL_SIZES, build_vita_tiny_data
+    from recipes.vita_tiny.data import DEFAULT_SIZES, SMALL_SIZES, build_vita_tiny_data, data_version
 
     manifest_path = data_dir / "manifest.json"
     wanted = SMALL_SIZES if small else DEFAULT_SIZES
     if manifest_path.is_file() and not rebuild:
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("sizes") == wanted and manifest.get("seed") == seed:
+        same = manifest.get("sizes") == wanted and manifest.get("seed") == seed
+        if same and manifest.get("generator") == data_version():
             _log(f"data: reusing {data_dir} (built in {manifest['build_seconds']} s; --rebuild-data to rebuild)")
             return manifest
     _log(f"data: building {data_dir}")
@@ -242,9 +245,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     init_summary = timed("initialize", initialize, data_dir, work_dir / "init", args.seed)
     _log(f"initialize: {init_summary}")
+    from recipes.vita_tiny.pretrain_audio import pretrain_audio_encoder
+
+    _log("audio_pretrain: CTC on the training speech")
+    audio_summary = timed(
+        "audio_pretrain", pretrain_audio_encoder, data_dir, work_dir / "init", work_dir / "audio_pretrain",
+        *([1] if args.small else []),
+    )  # fmt: skip
+    _log(f"audio_pretrain: held-out CER {audio_summary['heldout_cer']}, WER {audio_summary['heldout_wer']}")
     # A capped (smoke) run logs every step, so its curves and trainer states are not empty.
     extra = ["--max_steps", str(args.max_steps), "--logging_steps", "1"] if args.max_steps else []
-    previous = work_dir / "init"
+    previous = work_dir / "audio_pretrain"
     for stage in STAGES:
         previous = timed(stage, run_stage, stage, data_dir, work_dir, previous, extra)
 
@@ -262,7 +273,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     t0 = time.time()
     export_checkpoint(previous, export)
-    histories = {stage: stage_history(work_dir / stage) for stage in STAGES}
+    histories = {"audio_pretrain (CTC)": audio_summary["log_history"]}
+    histories.update({stage: stage_history(work_dir / stage) for stage in STAGES})
     curves = export / "training_curves.png" if args.no_readme else RECIPE_DIR / "training_curves.png"
     plot_curves(histories, curves)
     seconds["export"] = time.time() - t0
@@ -270,6 +282,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "headline": headline(report),
         "tasks": task_breakdown(report, rows),
         "initialize": init_summary,
+        "audio_pretrain": {k: v for k, v in audio_summary.items() if k != "log_history"},
         "seconds": seconds,
         "total_seconds": time.time() - started,
     }

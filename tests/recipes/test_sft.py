@@ -90,6 +90,28 @@ def test_unfreeze_modules_with_an_unknown_name_is_refused():
         set_trainable(model, "llm", unfreeze_modules=["model.vision_encoder"])
 
 
+def test_freeze_modules_keeps_a_pretrained_encoder_under_its_trained_adapter():
+    from recipes.sft import set_trainable
+
+    model = VitaForConditionalGeneration(tiny_vita_config())
+    encoder = ["model.audio_tower.subsampling", "model.audio_tower.embedding", "model.audio_tower.layers",
+               "model.audio_tower.layer_norm"]  # fmt: skip
+    set_trainable(model, "audio_align", freeze_modules=encoder)
+    trained = {name for name, param in model.named_parameters() if param.requires_grad}
+    assert trained and all(name.startswith("model.audio_tower.adapter.") for name in trained)
+    assert {n for n, _ in model.named_parameters() if n.startswith("model.audio_tower.adapter.")} == trained
+
+
+def test_freeze_modules_that_leave_nothing_to_train_are_refused():
+    from recipes.sft import set_trainable
+
+    model = VitaForConditionalGeneration(tiny_vita_config())
+    with pytest.raises(ValueError, match="Nothing left to train in stage 'audio_align'"):
+        set_trainable(model, "audio_align", freeze_modules=["model.audio_tower"])
+    with pytest.raises(ValueError, match="freeze_modules names 'model.audio_encoder'"):
+        set_trainable(model, "audio_align", freeze_modules=["model.audio_encoder"])
+
+
 def test_fused_lm_head_loss_equals_model_loss(smoke, tmp_path):
     dataset, media = smoke
     args = parse_args(smoke_cli_args(dataset, media, str(tmp_path), router_aux_loss_coef=0.0, **FAST))

@@ -14,8 +14,10 @@ from datasets import load_from_disk
 from recipes.evaluate import DEFAULT_ASR_PATTERN
 from recipes.vita_tiny.data import (
     COLOURS,
+    HELDOUT_PHRASINGS_PER_KIND,
     IMAGE_QUESTIONS,
     NUMBERS,
+    QUESTION_FRAMES,
     SPLITS,
     VIDEO_QUESTIONS,
     build_vita_tiny_data,
@@ -86,6 +88,25 @@ def test_state_tokens_follow_the_rule(built):
         seen.add(answer[:3])
         assert row["end_tag"] is True
     assert seen == {"<1>", "<2>", "<3>"}
+
+
+def test_heldout_question_phrasings_are_new_pairs_of_known_frames_and_phrases():
+    def split(question):
+        for frame in QUESTION_FRAMES:
+            head, tail = frame.split("{x}")
+            if question.startswith(head) and question.endswith(tail):
+                return frame, question[len(head) : len(question) - len(tail)]
+        return None
+
+    for questions in (IMAGE_QUESTIONS, VIDEO_QUESTIONS):
+        training = {q for qs in questions.values() for q in qs[:-HELDOUT_PHRASINGS_PER_KIND]}
+        for kind, qs in questions.items():
+            for question in qs[-HELDOUT_PHRASINGS_PER_KIND:]:
+                assert question not in training
+                frame, phrase = split(question)
+                # The frame is known from other kinds, the phrase from other frames of this kind.
+                assert any(split(q) and split(q)[0] == frame for q in training)
+                assert any(split(q) == (f, phrase) for q in qs[:-HELDOUT_PHRASINGS_PER_KIND] for f in QUESTION_FRAMES)
 
 
 def test_heldout_voices_phrasings_and_sentences_are_unseen(built):
