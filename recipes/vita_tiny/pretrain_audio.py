@@ -180,7 +180,7 @@ def pretrain_audio_encoder(
     data_dir: str | Path,
     model_dir: str | Path,
     output_dir: str | Path,
-    epochs: int = 12,
+    epochs: int = 10,
     learning_rate: float = 4e-3,
     batch_frames: int = 2000,
     seed: int = 0,
@@ -214,7 +214,7 @@ def pretrain_audio_encoder(
     ]  # fmt: skip
     heldout = [(_features(extractor, media / c["audio"], 1.0, 1.0), c["text"]) for c in index["heldout"]]
     feature_seconds = time.time() - start
-    freq_mask = torchaudio.transforms.FrequencyMasking(freq_mask_param=12)
+    freq_mask = torchaudio.transforms.FrequencyMasking(freq_mask_param=max(2, extractor.feature_size // 7))
     time_mask = torchaudio.transforms.TimeMasking(time_mask_param=15, p=0.2)
 
     params = list(encoder.parameters()) + list(head.parameters())
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("data", help="folder written by `python -m recipes.vita_tiny.data`")
     parser.add_argument("model", help="model + processor to start from (`python -m recipes.vita_tiny.initialize`)")
     parser.add_argument("output", help="folder for the model with the pretrained audio tower")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--learning-rate", type=float, default=4e-3)
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
