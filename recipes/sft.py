@@ -276,7 +276,10 @@ def build_trainer(script_args: VitaScriptArguments, training_args: SFTConfig, mo
     ###############
     model, processor = load_model_and_processor(script_args, model_args, training_args.trust_remote_code)
     trained = set_trainable(
-        model, script_args.stage, script_args.train_audio_adapter, script_args.unfreeze_modules,
+        model,
+        script_args.stage,
+        script_args.train_audio_adapter,
+        script_args.unfreeze_modules,
         script_args.freeze_modules,
     )
     # With several processes (DDP, FSDP, ZeRO) a rank whose batch lacks a modality must still run that tower.

@@ -180,7 +180,7 @@ def pretrain_audio_encoder(
     data_dir: str | Path,
     model_dir: str | Path,
     output_dir: str | Path,
-    epochs: int = 10,
+    epochs: int = 12,
     learning_rate: float = 4e-3,
     batch_frames: int = 2000,
     seed: int = 0,
@@ -214,7 +214,7 @@ def pretrain_audio_encoder(
     ]  # fmt: skip
     heldout = [(_features(extractor, media / c["audio"], 1.0, 1.0), c["text"]) for c in index["heldout"]]
     feature_seconds = time.time() - start
-    freq_mask = torchaudio.transforms.FrequencyMasking(freq_mask_param=max(2, extractor.feature_size // 7))
+    freq_mask = torchaudio.transforms.FrequencyMasking(freq_mask_param=12)
     time_mask = torchaudio.transforms.TimeMasking(time_mask_param=15, p=0.2)
 
     params = list(encoder.parameters()) + list(head.parameters())
@@ -237,8 +237,12 @@ def pretrain_audio_encoder(
     for epoch, epoch_batches in enumerate(plan):
         if epoch and step < total:  # held-out error rates along the way (a few seconds), for the log
             rates = evaluate_encoder(encoder, head, heldout, voices)
-            history.append({"step": step, "heldout_cer": round(rates["cer"], 4), "heldout_wer": round(rates["wer"], 4)})
-            print(f"[audio pretrain] epoch {epoch}: held-out CER {rates['cer']:.3f} WER {rates['wer']:.3f}", flush=True)
+            history.append(
+                {"step": step, "heldout_cer": round(rates["cer"], 4), "heldout_wer": round(rates["wer"], 4)}
+            )
+            print(
+                f"[audio pretrain] epoch {epoch}: held-out CER {rates['cer']:.3f} WER {rates['wer']:.3f}", flush=True
+            )
         encoder.train()
         head.train()
         for batch in epoch_batches:
@@ -263,12 +267,16 @@ def pretrain_audio_encoder(
             step += 1
             if step % log_every == 0 or step == total:
                 history.append({"step": step, "loss": round(loss.item(), 4)})
-                print(f"[audio pretrain] step {step}/{total} ctc loss {loss.item():.3f} ({time.time() - start:.0f} s)", flush=True)
+                print(
+                    f"[audio pretrain] step {step}/{total} ctc loss {loss.item():.3f} ({time.time() - start:.0f} s)",
+                    flush=True,
+                )
     report = evaluate_encoder(encoder, head, heldout, voices)
     summary = {
         "train_clips": len(train), "heldout_clips": len(heldout),
         "steps": step, "heldout_cer": round(report["cer"], 4), "heldout_wer": round(report["wer"], 4),
-        "heldout_by_voice": report["by_voice"], "examples": report["examples"], "feature_seconds": round(feature_seconds, 1),
+        "heldout_by_voice": report["by_voice"], "examples": report["examples"],
+        "feature_seconds": round(feature_seconds, 1),
         "seconds": round(time.time() - start, 1), "log_history": history,
     }  # fmt: skip
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -285,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("data", help="folder written by `python -m recipes.vita_tiny.data`")
     parser.add_argument("model", help="model + processor to start from (`python -m recipes.vita_tiny.initialize`)")
     parser.add_argument("output", help="folder for the model with the pretrained audio tower")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--learning-rate", type=float, default=4e-3)
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)

@@ -4,8 +4,7 @@ about a picture with `<1>` and the right word, answers background talk with `<2>
 and through `pipeline("vita-duplex")`; the folder is small, complete and documented; the `vita-duplex` command uses
 it when no model is given.
 
-While issue 7 is open the right-answer test is an expected failure (strict: it fails when it starts passing); the
-others hold now. Questions are spoken by espeak-ng's default voice (not one of the training voices) and the
+Questions are spoken by espeak-ng's default voice (not one of the training voices) and the
 pictures are drawn afresh by the data generator's own drawing code with a new seed.
 """
 
@@ -120,11 +119,6 @@ def test_remote_code_generate_and_pipeline_agree_on_state_and_answer(media, tmp_
         assert piped["text"] == expected_text, (generated, piped)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 7 is open: the committed vita-tiny answers held-out spoken image questions right 16% of the time "
-    "and ignores held-out background talk 36% of the time (recipes/vita-tiny/README.md)",
-)
 @requires_espeak
 def test_remote_code_answers_spoken_image_question_and_ignores_background_talk(media, tmp_path):
     _, cases, talk = media

@@ -100,7 +100,7 @@ def test_heldout_question_phrasings_are_new_pairs_of_known_frames_and_phrases():
 
     for questions in (IMAGE_QUESTIONS, VIDEO_QUESTIONS):
         training = {q for qs in questions.values() for q in qs[:-HELDOUT_PHRASINGS_PER_KIND]}
-        for kind, qs in questions.items():
+        for qs in questions.values():
             for question in qs[-HELDOUT_PHRASINGS_PER_KIND:]:
                 assert question not in training
                 frame, phrase = split(question)

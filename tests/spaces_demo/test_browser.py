@@ -7,7 +7,7 @@ spoken by espeak-ng with a voice vita-tiny was trained on. One visit per checkpo
       `<3>`), an answer after each answered badge and none after `<2>`, the user's image and recordings, and a
       full-page screenshot that exists, is not blank and shows each badge in its colour where the DOM puts it;
     - on vita-tiny: the states are the right ones (`<3>`, `<1>`, `<2>`);
-    - on vita-tiny: the answers are the right ones ("red", "five"), a strict xfail while issue 7 is open.
+    - on vita-tiny: the answers are the right ones ("red", "five").
 Real-time tab: Chromium's fake microphone plays a recording into the streaming microphone. Sessions: two tabs at once
 keep their own conversations, and closing a tab closes its session.
 """
@@ -301,14 +301,7 @@ def test_vita_tiny_in_the_browser_decides_the_state_of_each_question(chat_in_bro
     assert turns[2][2] == "", turns  # nothing is said to background talk
 
 
-# The right answers only on vita-tiny, which does not know its world well enough yet (issue 7 is open): strict, so
-# the mark has to go once it answers. (It says "four" to the spoken "What is two plus three?".)
-_VITA_TINY_IS_BEHIND = pytest.mark.xfail(
-    strict=True, reason="issue 7 is open: vita-tiny's held-out image QA is 0.55 and it often mistakes talk for a query"
-)
-
-
-@_VITA_TINY_IS_BEHIND
+# The right answers only on vita-tiny (a random model has none to give).
 def test_vita_tiny_in_the_browser_gives_the_right_answers(chat_in_browser):
     turns = chat_in_browser("vita-tiny").turns
     assert "red" in turns[0][2].lower() and "five" in turns[1][2].lower(), turns
