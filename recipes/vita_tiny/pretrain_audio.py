@@ -62,24 +62,13 @@ def greedy_decode(log_probs: torch.Tensor, length: int) -> str:
     return "".join(out).strip()
 
 
-def edit_distance(a: list[str] | str, b: list[str] | str) -> int:
-    row = list(range(len(b) + 1))
-    for i, x in enumerate(a, 1):
-        previous, row[0] = row[0], i
-        for j, y in enumerate(b, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
-    return row[-1]
-
-
 def error_rates(pairs: list[tuple[str, str]]) -> dict[str, float]:
-    """Character and word error rates of (reference, hypothesis) pairs, over normalised text."""
-    chars = words = ref_chars = ref_words = 0
-    for reference, hypothesis in pairs:
-        ref, hypothesis = normalize_transcript(reference), normalize_transcript(hypothesis)
-        chars += edit_distance(ref, hypothesis)
-        words += edit_distance(ref.split(), hypothesis.split())
-        ref_chars, ref_words = ref_chars + len(ref), ref_words + len(ref.split())
-    return {"cer": chars / max(ref_chars, 1), "wer": words / max(ref_words, 1)}
+    """Corpus character and word error rates (jiwer) of (reference, hypothesis) pairs, over normalised text."""
+    import jiwer
+
+    references = [normalize_transcript(r) for r, _ in pairs]
+    hypotheses = [normalize_transcript(h) for _, h in pairs]
+    return {"cer": float(jiwer.cer(references, hypotheses)), "wer": float(jiwer.wer(references, hypotheses))}
 
 
 class CTCHead(nn.Module):
