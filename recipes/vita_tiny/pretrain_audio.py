@@ -36,6 +36,8 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
+from processing_vita.feature_extraction_vita import get_num_encoder_frames, load_audio
+
 ALPHABET = " 'abcdefghijklmnopqrstuvwxyz"  # CTC class 0 is the blank, class i + 1 is ALPHABET[i]
 SPEED_FACTORS = (0.8, 0.9, 1.0, 1.1, 1.2)  # > 1 is faster
 VTLN_WARPS = (0.9, 1.0, 1.1)
@@ -96,8 +98,6 @@ def _resample(wave: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Tensor
 
 
 def _features(feature_extractor: Any, path: Path, speed: float, warp: float) -> torch.Tensor:
-    from processing_vita.feature_extraction_vita import load_audio
-
     samples, rate = load_audio(path)
     wave = torch.as_tensor(samples, dtype=torch.float32)
     if wave.ndim > 1:
@@ -155,7 +155,7 @@ def evaluate_encoder(
             features, mask = _pad([f for f, _ in chunk])
             out = encoder(features, input_features_mask=mask)
             log_probs = head(out.encoder_last_hidden_state)
-            lengths = ((mask.sum(-1) - 1) // 2 - 1) // 2
+            lengths = get_num_encoder_frames(mask.sum(-1))  # the encoder's 25 Hz frames
             for i, (_, text) in enumerate(chunk):
                 pairs.append((text, greedy_decode(log_probs[i], int(lengths[i]))))
     by_voice = {
@@ -242,7 +242,7 @@ def pretrain_audio_encoder(
             features = torch.stack([time_mask(freq_mask(time_mask(freq_mask(f.T)))).T for f in features])
             out = encoder(features, input_features_mask=mask)
             log_probs = head(out.encoder_last_hidden_state)  # (batch, frames / 4, classes)
-            lengths = ((mask.sum(-1) - 1) // 2 - 1) // 2
+            lengths = get_num_encoder_frames(mask.sum(-1))  # the encoder's 25 Hz frames
             targets = [torch.tensor(labels) for _, labels in batch]
             loss = F.ctc_loss(
                 log_probs.transpose(0, 1), torch.cat(targets), lengths, torch.tensor([len(t) for t in targets]),

@@ -23,6 +23,7 @@ Steps and where they write (paths relative to the checkout):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -252,10 +253,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from recipes.vita_tiny.pretrain_audio import pretrain_audio_encoder
 
     _log("audio_pretrain: CTC on the training speech")
-    audio_summary = timed(
-        "audio_pretrain", pretrain_audio_encoder, data_dir, work_dir / "init", work_dir / "audio_pretrain",
-        *([1] if args.small else []),
-    )  # fmt: skip
+    pretrain = functools.partial(pretrain_audio_encoder, epochs=1) if args.small else pretrain_audio_encoder
+    audio_summary = timed("audio_pretrain", pretrain, data_dir, work_dir / "init", work_dir / "audio_pretrain")
     _log(f"audio_pretrain: held-out CER {audio_summary['heldout_cer']}, WER {audio_summary['heldout_wer']}")
     # A capped (smoke) run logs every step, so its curves and trainer states are not empty.
     extra = ["--max_steps", str(args.max_steps), "--logging_steps", "1"] if args.max_steps else []
