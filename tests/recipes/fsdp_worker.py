@@ -1,6 +1,7 @@
 """Worker of test_fsdp_cpu.py: stage-3 training steps of the tiny VITA sharded with FSDP2 over gloo, or the same
 steps in one process. Prints one JSON line with the per-step losses (averaged over ranks)."""
 
+import gc
 import json
 import sys
 
@@ -66,6 +67,11 @@ def main() -> None:
     if not sharded or dist.get_rank() == 0:
         print(json.dumps({"losses": losses}), flush=True)
     if sharded:
+        # Drop FSDP's state (it keeps gloo work objects that hold tensors) and meet the other rank before tearing
+        # the group down: a rank that exits while its peer still talks to it can abort inside gloo's threads.
+        del model, optimizer
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -22,16 +22,14 @@ def _run(*args: str) -> list[float]:
     result = subprocess.run(
         [sys.executable, *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, f"stdout: {result.stdout[-1000:]}\nstderr: {result.stderr[-3000:]}"
     return json.loads(result.stdout.strip().splitlines()[-1])["losses"]
 
 
 @pytest.mark.slow
 def test_fsdp_two_cpu_processes_match_one_process():
     single = _run(str(WORKER), "single")
-    sharded = _run(
-        "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541", str(WORKER), "fsdp"
-    )
+    sharded = _run("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(WORKER), "fsdp")
     assert len(single) == len(sharded) == 3
     assert single[0] != single[-1]  # the steps did train
     for expected, got in zip(single, sharded):
