@@ -220,8 +220,26 @@ def make_tts(name: str | None = None) -> Any:
         return EspeakTTS()
 
 
-def _write_speech(tts: Any, text: str, path: Path, snr_db: float | None = None, rng: Any = None) -> float:
-    """Speak `text` into a wav at `path` (optionally with white noise at `snr_db`); returns its duration in s."""
+_RESAMPLERS: dict[tuple[int, int], Any] = {}
+
+
+def resample(wave: Any, orig_freq: int, new_freq: int) -> Any:
+    """`wave` (a float tensor, time last) from `orig_freq` to `new_freq` Hz, with one torchaudio `Resample` kept per
+    rate pair: building its sinc kernel costs far more than applying it to a short clip."""
+    if orig_freq == new_freq:
+        return wave
+    if (orig_freq, new_freq) not in _RESAMPLERS:
+        import torchaudio
+
+        _RESAMPLERS[orig_freq, new_freq] = torchaudio.transforms.Resample(orig_freq, new_freq)
+    return _RESAMPLERS[orig_freq, new_freq](wave)
+
+
+def _write_speech(
+    tts: Any, text: str, path: Path, snr_db: float | None = None, rng: Any = None, sample_rate: int | None = None
+) -> float:
+    """Speak `text` into a wav at `path` (optionally with white noise at `snr_db`, optionally resampled to
+    `sample_rate` first); returns its duration in s."""
     import numpy as np
     import soundfile
 
@@ -229,6 +247,10 @@ def _write_speech(tts: Any, text: str, path: Path, snr_db: float | None = None, 
     samples = np.asarray(samples, dtype=np.float32)
     if samples.size == 0:
         raise ValueError(f"The TTS returned no samples for {text!r}; expected speech.")
+    if sample_rate is not None and sample_rate != rate:
+        import torch
+
+        samples, rate = resample(torch.from_numpy(samples), rate, sample_rate).numpy(), sample_rate
     if snr_db is not None:
         rng = rng if rng is not None else np.random.default_rng(0)
         noise_power = float(np.mean(samples**2)) / 10 ** (snr_db / 10)

@@ -41,7 +41,12 @@ from tqdm import tqdm
 from recipes.data import STATE_NOISY_AUDIO, STATE_QUERY_AUDIO, STATE_QUERY_TEXT, _write_speech, make_tts, save_rows
 
 IMAGE_SIZE = 56
-VIDEO_FRAMES, VIDEO_FPS = 8, 4
+# 8 frames at 2 fps: VITA samples video at 1 fps (at least 4 frames), so a 4 s clip gives it frames 0, 2, 4 and 6,
+# four distinct positions along the path. At 4 fps the same 8 frames last 2 s and the sampler repeats frame 0 three
+# times next to frame 4: a trained vita-tiny then told the axis of motion but guessed its sign.
+VIDEO_FRAMES, VIDEO_FPS = 8, 2
+# Speech is stored at the feature extractor's rate, so training does not resample every clip on every read.
+SPEECH_SAMPLE_RATE = 16_000
 COLOURS = {"red": (220, 40, 40), "green": (30, 160, 60), "blue": (40, 80, 220), "yellow": (235, 200, 20),
            "purple": (140, 50, 180)}  # fmt: skip
 SHAPES = ("circle", "square", "triangle", "diamond")
@@ -176,7 +181,7 @@ SMALL_SIZES = {"llm_train": 40, "vision_train": 12, "audio_train": 10, "sft_trai
 SNR_DB_RANGE = (5.0, 30.0)
 
 # Task mixtures: stage 3 (sft) mixes every modality and every state; the held-out split mirrors it.
-SFT_MIX = {"image_qa": 0.25, "image_spoken_qa": 0.12, "video_qa": 0.15, "spoken_qa": 0.1, "background": 0.13,
+SFT_MIX = {"image_qa": 0.22, "image_spoken_qa": 0.15, "video_qa": 0.15, "spoken_qa": 0.1, "background": 0.13,
            "text_qa": 0.13, "asr": 0.12}  # fmt: skip
 
 
@@ -258,11 +263,11 @@ def draw_shapes_image(colour: str, shape: str, count: int, position: str | None,
 
 
 def write_shapes_video(path: Path, colour: str, shape: str, direction: str, rng: np.random.Generator) -> None:
-    """An 8-frame, 2 s, 56 px mpeg4 clip of one shape crossing the frame in `direction`."""
+    """An 8-frame, 4 s, 56 px mpeg4 clip of one shape crossing the frame in `direction`."""
     import av
     from PIL import Image, ImageDraw
 
-    size = int(rng.integers(16, 22))
+    size = int(rng.integers(18, 25))  # as a single shape in a picture
     lane = 28 + int(rng.integers(-8, 9))
     start, stop = 12 + int(rng.integers(0, 4)), 44 - int(rng.integers(0, 4))
     steps = np.linspace(start, stop, VIDEO_FRAMES)
@@ -380,7 +385,9 @@ class _Builder:
             if key not in engine_cache:
                 engine_cache[key] = _make_voice(voice, engine_cache)
             tts = engine_cache[key]
-            self.seconds += _write_speech(tts, text, self.media / relative, snr_rng.uniform(*SNR_DB_RANGE), noise_rng)
+            self.seconds += _write_speech(
+                tts, text, self.media / relative, snr_rng.uniform(*SNR_DB_RANGE), noise_rng, SPEECH_SAMPLE_RATE
+            )
             self.n_clips += 1
             bank.setdefault(text, []).append((relative, key, text))
         self.banks[heldout] = bank

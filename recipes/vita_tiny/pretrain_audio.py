@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from processing_vita.feature_extraction_vita import get_num_encoder_frames, load_audio
+from recipes.data import resample
 
 ALPHABET = " 'abcdefghijklmnopqrstuvwxyz"  # CTC class 0 is the blank, class i + 1 is ALPHABET[i]
 SPEED_FACTORS = (0.8, 0.9, 1.0, 1.1, 1.2)  # > 1 is faster
@@ -85,26 +86,14 @@ class CTCHead(nn.Module):
         return self.proj(self.dropout(hidden_states)).log_softmax(-1)
 
 
-_RESAMPLERS: dict[tuple[int, int], torchaudio.transforms.Resample] = {}
-
-
-def _resample(wave: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Tensor:
-    # One transform per rate pair: building the sinc kernel costs far more than applying it.
-    if orig_freq == new_freq:
-        return wave
-    if (orig_freq, new_freq) not in _RESAMPLERS:
-        _RESAMPLERS[orig_freq, new_freq] = torchaudio.transforms.Resample(orig_freq, new_freq)
-    return _RESAMPLERS[orig_freq, new_freq](wave)
-
-
 def _features(feature_extractor: Any, path: Path, speed: float, warp: float) -> torch.Tensor:
     samples, rate = load_audio(path)
     wave = torch.as_tensor(samples, dtype=torch.float32)
     if wave.ndim > 1:
         wave = wave.mean(-1) if wave.shape[-1] <= 2 else wave.mean(0)
-    wave = _resample(wave, rate, 16_000)
+    wave = resample(wave, rate, 16_000)
     # Reading a 16 kHz clip as if recorded at speed x 16 kHz and bringing it back plays it `speed` times faster.
-    wave = _resample(wave, round(16_000 * speed), 16_000)
+    wave = resample(wave, round(16_000 * speed), 16_000)
     if warp == 1.0:
         return feature_extractor.waveform_to_features(wave)
     feats = torchaudio.compliance.kaldi.fbank(
@@ -203,7 +192,7 @@ def pretrain_audio_encoder(
     ]  # fmt: skip
     heldout = [(_features(extractor, media / c["audio"], 1.0, 1.0), c["text"]) for c in index["heldout"]]
     feature_seconds = time.time() - start
-    freq_mask = torchaudio.transforms.FrequencyMasking(freq_mask_param=12)
+    freq_mask = torchaudio.transforms.FrequencyMasking(freq_mask_param=max(2, extractor.feature_size * 3 // 20))
     time_mask = torchaudio.transforms.TimeMasking(time_mask_param=15, p=0.2)
 
     params = list(encoder.parameters()) + list(head.parameters())
