@@ -32,8 +32,8 @@ quality:
 bench: install-dev
 	$(PYTHON) benchmarks/bench_model.py
 
-# Train the embedded default model from nothing (data, vocabulary extension, tower pretraining, 4 stages, evaluation, export to
-# spaces_demo/vita-tiny); 43.6 minutes measured on 2 CPU cores. Needs espeak-ng (apt) for the speech data.
+# Train the embedded default model from nothing (data, vocabulary extension, tower pretraining, 4 stages,
+# evaluation, export to spaces_demo/vita-tiny); 43.6 minutes measured on 2 CPU cores. Needs espeak-ng (apt).
 vita-tiny: install-dev
 	$(PYTHON) -m recipes.vita_tiny
 
