@@ -70,8 +70,11 @@ def media(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("media")
     draw_shapes_image("red", "circle", 1, "left", np.random.default_rng(0)).save(folder / "red_circle.png")
-    # en-us at 140 words a minute is one of vita-tiny's training voices.
-    for name, text in (("question", "What is two plus three?"), ("talk", "I will buy some bread tomorrow.")):
+    # en-us at 140 words a minute is one of vita-tiny's training voices. The spoken question is one vita-tiny answers
+    # in every voice tried (this test checks that a right answer travels through the browser; how often the model is
+    # right is the evaluation's business): its spoken text QA is weak (not a target of its issue), and spoken
+    # arithmetic ("What is two plus three?", asked here before) came out right in one voice of three.
+    for name, text in (("question", "What is the colour of a banana?"), ("talk", "I will buy some bread tomorrow.")):
         command = ["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(folder / f"{name}.wav"), text]
         subprocess.run(command, check=True, capture_output=True)
     return folder
@@ -304,7 +307,7 @@ def test_vita_tiny_in_the_browser_decides_the_state_of_each_question(chat_in_bro
 # The right answers only on vita-tiny (a random model has none to give).
 def test_vita_tiny_in_the_browser_gives_the_right_answers(chat_in_browser):
     turns = chat_in_browser("vita-tiny").turns
-    assert "red" in turns[0][2].lower() and "five" in turns[1][2].lower(), turns
+    assert "red" in turns[0][2].lower() and "yellow" in turns[1][2].lower(), turns
 
 
 def test_realtime_tab_in_the_browser_streams_a_microphone_into_transcript_answer_and_timeline(
