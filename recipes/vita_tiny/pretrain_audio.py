@@ -266,20 +266,28 @@ def pretrain_audio_encoder(
     return summary
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def pretraining_main(
+    argv: list[str] | None, description: str, pretrain: Any, tower: str, epochs: int, learning_rate: float
+) -> None:
+    """The command line of a tower pretraining step (this one and `pretrain_vision.py`): data, model, output folders
+    and the schedule's knobs; prints the summary without its loss history."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("data", help="folder written by `python -m recipes.vita_tiny.data`")
     parser.add_argument("model", help="model + processor to start from (`python -m recipes.vita_tiny.initialize`)")
-    parser.add_argument("output", help="folder for the model with the pretrained audio tower")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--learning-rate", type=float, default=4e-3)
+    parser.add_argument("output", help=f"folder for the model with the pretrained {tower}")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--learning-rate", type=float, default=learning_rate)
     parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    summary = pretrain_audio_encoder(
+    summary = pretrain(
         args.data, args.model, args.output, args.epochs, args.learning_rate, seed=args.seed, max_steps=args.max_steps
     )
     print(json.dumps({k: v for k, v in summary.items() if k != "log_history"}, indent=1))
+
+
+def main(argv: list[str] | None = None) -> None:
+    pretraining_main(argv, __doc__.split("\n\n")[0], pretrain_audio_encoder, "audio tower", 12, 4e-3)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ folder, with `vision_pretrain.json` (held-out accuracy per attribute, loss histo
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -32,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from recipes.vita_tiny.data import COLOURS, POSITIONS, SHAPES
+from recipes.vita_tiny.pretrain_audio import pretraining_main
 
 # Classes of each attribute; -100 (ignored) where a picture has no such attribute (a position for several shapes,
 # a count or position for a moving shape's frame).
@@ -202,19 +202,7 @@ def pretrain_vision_tower(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("data", help="folder written by `python -m recipes.vita_tiny.data`")
-    parser.add_argument("model", help="model + processor to start from (e.g. the audio pretraining's output)")
-    parser.add_argument("output", help="folder for the model with the pretrained vision tower")
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--max-steps", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    summary = pretrain_vision_tower(
-        args.data, args.model, args.output, args.epochs, args.learning_rate, seed=args.seed, max_steps=args.max_steps
-    )
-    print(json.dumps({k: v for k, v in summary.items() if k != "log_history"}, indent=1))
+    pretraining_main(argv, __doc__.split("\n\n")[0], pretrain_vision_tower, "vision tower", 6, 2e-3)
 
 
 if __name__ == "__main__":
