@@ -202,14 +202,8 @@ def pretrain_audio_encoder(
         drawn = [(rng.choice(variants), labels) for variants, labels in train]
         plan.append(_batches(drawn, [f.shape[0] for f, _ in drawn], batch_frames, rng))
     total = sum(len(p) for p in plan) if max_steps is None else min(max_steps, sum(len(p) for p in plan))
-    warmup, log_every = max(1, total // 20), max(1, total // 50)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    log_every = max(1, total // 50)
+    scheduler = warmup_cosine_schedule(optimizer, total)
     history, step = [], 0
     voices = [c["voice"] for c in index["heldout"]]
     for epoch, epoch_batches in enumerate(plan):
@@ -264,6 +258,19 @@ def pretrain_audio_encoder(
     processor.save_pretrained(output_dir)
     (output_dir / "audio_pretrain.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over the first 5% of `total` steps (from 1/warmup, not 0), then cosine decay to 0: the schedule
+    of both tower pretraining steps (this one and `pretrain_vision.py`)."""
+    warmup = max(1, total // 20)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def pretraining_main(

@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from recipes.vita_tiny.data import COLOURS, POSITIONS, SHAPES
-from recipes.vita_tiny.pretrain_audio import pretraining_main
+from recipes.vita_tiny.pretrain_audio import pretraining_main, warmup_cosine_schedule
 
 # Classes of each attribute; -100 (ignored) where a picture has no such attribute (a position for several shapes,
 # a count or position for a moving shape's frame).
@@ -153,13 +153,7 @@ def pretrain_vision_tower(
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.01)
     steps_per_epoch = math.ceil(len(train_tiles) / batch_size)
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
-    warmup = max(1, total // 20)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: (
-            (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
-        ),
-    )
+    scheduler = warmup_cosine_schedule(optimizer, total)
     generator = torch.Generator().manual_seed(seed)
     history, step = [], 0
     for epoch in range(epochs):
