@@ -1,9 +1,11 @@
-"""VITA for the Hugging Face ecosystem: configuration, model, generation helpers and the duplex pipeline.
+"""VITA for the Hugging Face ecosystem: configuration, model, generation helpers and the duplex runtime.
 
-Importing the package registers VITA with transformers' Auto classes, so `AutoModel.from_pretrained(path)` works
-without `trust_remote_code` when the package is installed; saved folders also carry the code and an `auto_map` for
-use where it is not (the pattern of parler-tts and other out-of-tree transformers packages).
+Importing the package registers VITA with transformers' Auto classes and the "vita-duplex" pipeline task, so
+`AutoModel.from_pretrained(path)` works without `trust_remote_code` when the package is installed; saved folders also
+carry the code (the remote-code closure, `export.py`) and an `auto_map` for use where it is not.
 """
+
+import logging
 
 from transformers import (
     AutoConfig,
@@ -14,12 +16,17 @@ from transformers import (
 
 from .audio_encoder import VitaAudioEncoder, get_audio_token_count
 from .configuration_vita import VitaAudioEncoderConfig, VitaConfig
-from .duplex_session import AudioOut, DuplexSession, EspeakTTS, PiperTTS
+from .duplex_events import AudioOut
+from .duplex_session import DuplexSession, SessionOptions
+from .duplex_speech_output import EspeakTTS, PiperTTS, TTSEngine, make_tts
 from .duplex_vad import VADParams
+from .generation_vita import VitaTurnStreamer
 from .modeling_vita import AUTO_MAP, VitaForConditionalGeneration, VitaModel, VitaPreTrainedModel
 from .pipeline_vita_duplex import VitaDuplexPipeline, register_vita_duplex_pipeline
 
 __version__ = "0.1.0.dev0"
+
+logger = logging.getLogger(__name__)
 
 
 def _register() -> None:
@@ -29,9 +36,7 @@ def _register() -> None:
     # `AutoModel` gives the generation class, as the design's public API asks.
     for auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText):
         auto_class.register(VitaConfig, VitaForConditionalGeneration, exist_ok=True)
-    # Saved folders copy the code files and record where each class lives.
-    VitaConfig.register_for_auto_class("AutoConfig")
-    VitaForConditionalGeneration.register_for_auto_class("AutoModelForCausalLM")
+    # Saved folders record where each class lives (`AUTO_MAP`) and carry the code (`remote_code.py`).
     register_vita_duplex_pipeline()
 
 
@@ -43,7 +48,11 @@ __all__ = [
     "DuplexSession",
     "EspeakTTS",
     "PiperTTS",
+    "SessionOptions",
+    "TTSEngine",
     "VADParams",
+    "VitaTurnStreamer",
+    "make_tts",
     "VitaDuplexPipeline",
     "register_vita_duplex_pipeline",
     "VitaAudioEncoder",

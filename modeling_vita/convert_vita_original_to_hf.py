@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import shutil
 import struct
 import sys
 from collections.abc import Iterator
@@ -51,6 +50,7 @@ from .convert_vita_mapping import (  # noqa: F401  (re-exported: the public conv
     revert_key,
     revert_state_dict,
 )
+from .remote_code import write_remote_code
 
 
 # ----------------------------------------------------------------------------------------------------- configuration
@@ -348,9 +348,8 @@ def convert_checkpoint(
 # ------------------------------------------------------------------------------------------ folder: config, code, card
 def write_config_and_code(config: VitaConfig, output_dir: str | os.PathLike, dtype: torch.dtype) -> None:
     """config.json (with the same auto_map `VitaPreTrainedModel.save_pretrained` writes), generation_config.json and
-    the remote-code files, i.e. the module files `save_pretrained` copies."""
+    the remote-code files, i.e. the closure `save_pretrained` writes."""
     from transformers import GenerationConfig
-    from transformers.dynamic_module_utils import get_relative_import_files
 
     from . import modeling_vita
 
@@ -363,8 +362,7 @@ def write_config_and_code(config: VitaConfig, output_dir: str | os.PathLike, dty
     GenerationConfig(
         bos_token_id=1 if ids["bos"] is None else ids["bos"], eos_token_id=2 if ids["eos"] is None else ids["eos"]
     ).save_pretrained(output)
-    for source in [modeling_vita.__file__, *get_relative_import_files(modeling_vita.__file__)]:
-        shutil.copy(source, output / Path(source).name)
+    write_remote_code(output)
 
 
 def model_card(config: VitaConfig, repo_id: str | None = None) -> str:
@@ -374,7 +372,7 @@ def model_card(config: VitaConfig, repo_id: str | None = None) -> str:
     experts = getattr(text, "num_local_experts", None)
     llm = f"{text.model_type} ({text.num_hidden_layers} layers, hidden {text.hidden_size}"
     llm += f", {experts} experts top-{text.num_experts_per_tok})" if experts else ")"
-    state = ", ".join(f"`{t}`" for t in config.state_tokens)
+    state = ", ".join(f"`{t}`" for t in config.state_tokens.values())
     return f"""---
 license: apache-2.0
 library_name: transformers
@@ -392,8 +390,7 @@ checkpoint to a native transformers model (`VitaForConditionalGeneration`, loade
 - Vision: InternViT as transformers' `InternVLVisionModel` ({vision.num_hidden_layers} layers, hidden
   {vision.hidden_size}, {vision.image_size[0]} px tiles, patch {vision.patch_size[0]}), last layer without CLS,
   features x{config.vision_feature_scale}, 2x2 pixel shuffle, two-layer GELU MLP: {config.image_seq_length} tokens
-  per tile or video frame; dynamic tiling {config.min_dynamic_patch}-{config.max_dynamic_patch} tiles
-  (+ thumbnail: {config.use_thumbnail}).
+  per tile or video frame; the image processor tiles large images (1-12 tiles plus a thumbnail by default).
 - Audio: the "whale" encoder ({audio.num_hidden_layers} layers, hidden {audio.hidden_size},
   {audio.num_attention_heads} heads) on {audio.num_mel_bins}-bin Kaldi fbank with global CMVN (in the feature
   extractor), 4x CNN subsampling and a stride-2 CNN adapter: 12.5 tokens per second.

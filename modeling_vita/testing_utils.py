@@ -79,7 +79,6 @@ def tiny_vita_config(text_model_type: str = "mixtral", **overrides) -> VitaConfi
         "image_token_id": TINY_TOKEN_IDS["image"],
         "video_token_id": TINY_TOKEN_IDS["video"],
         "audio_token_id": TINY_TOKEN_IDS["audio"],
-        "state_tokens_are_special": True,
         "bos_token_id": TINY_TOKEN_IDS["bos"],
         "eos_token_id": TINY_TOKEN_IDS["eos"],
         "pad_token_id": TINY_TOKEN_IDS["pad"],

@@ -48,7 +48,7 @@ def test_tiny_processor_and_tiny_model_share_token_ids(processor, model):
         model.config.video_token_id,
         model.config.audio_token_id,
     ]
-    assert tokenizer.convert_tokens_to_ids(model.config.state_tokens) == MODEL_IDS["state"]
+    assert tokenizer.convert_tokens_to_ids(list(model.config.state_tokens.values())) == MODEL_IDS["state"]
     assert len(tokenizer) <= model.config.text_config.vocab_size
     assert processor.image_seq_length == model.config.image_seq_length
 

