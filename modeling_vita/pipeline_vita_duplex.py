@@ -96,7 +96,6 @@ class VitaDuplexPipeline(Pipeline):
             TASK: {
                 "impl": f"{type(self).__module__.rpartition('.')[2]}.{type(self).__name__}",
                 "pt": (AutoModelForCausalLM.__name__,),
-                "tf": (),
                 "type": "multimodal",
             }
         }

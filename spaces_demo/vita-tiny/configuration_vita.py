@@ -10,6 +10,11 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, InternVLVisionConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+try:  # Hub remote code: a checkpoint folder holds processing_vita's files beside these
+    from .tokenization_vita import checked_state_tokens
+except ImportError:  # this project's source tree: processing_vita is a sibling package
+    from processing_vita.tokenization_vita import checked_state_tokens
+
 # InternViT-300M-448px expressed with transformers' native InternVL vision config. `use_mean_pooling=True` makes the
 # final layernorm an identity, as InternViT has none; the other settings match the original tower exactly.
 INTERNVIT_300M_448PX = {
@@ -114,12 +119,10 @@ class VitaConfig(PreTrainedConfig):
             before the pixel shuffle (the original passed the shuffle ratio as a multiplier); its projector weights
             expect it, so it is kept as a setting. Use 1.0 for new trainings if you prefer.
         projector_hidden_act (`str`, defaults to `"gelu"`): activation of the two-layer vision projector.
-        state_tokens (`list[str]`, defaults to `["<1>", "<2>", "<3>"]`): the strings that open every answer: a spoken
-            query, noisy audio not meant for the assistant, a text query (in that order).
-        state_tokens_are_special (`bool`, defaults to `False`): `False` for the released model, which reads the
-            state tokens as literal text; `True` when the tokenizer registered them as single special tokens.
-        min_dynamic_patch (`int`, defaults to 1), max_dynamic_patch (`int`, defaults to 12), use_thumbnail (`bool`,
-            defaults to `True`): image tiling limits, mirrored by the image processor.
+        state_tokens (`dict[str, str]`, defaults to `{"query_audio": "<1>", "noisy_audio": "<2>", "query_text":
+            "<3>"}`): the strings that open every answer, by state (a spoken query, noisy audio not meant for the
+            assistant, a typed query). They drive the state constraint of generation, the duplex session and the
+            pipeline; the processor's `state_tokens` must be the same. A list gives them in that order.
         tie_word_embeddings (`bool`, defaults to `False`): the released Mixtral has an untied LM head.
     """
 
@@ -142,22 +145,14 @@ class VitaConfig(PreTrainedConfig):
     vision_feature_layer: int = -1
     vision_feature_scale: float = 0.5
     projector_hidden_act: str = "gelu"
-    state_tokens: list[str] | tuple[str, ...] = ("<1>", "<2>", "<3>")
-    state_tokens_are_special: bool = False
-    min_dynamic_patch: int = 1
-    max_dynamic_patch: int = 12
-    use_thumbnail: bool = True
+    state_tokens: dict | list | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         # The adapter maps audio to the LLM width by definition, so the LLM decides it.
         self.audio_config.output_size = self.text_config.hidden_size
-        self.state_tokens = list(self.state_tokens)
-        if len(self.state_tokens) != 3:
-            raise ValueError(
-                f"`state_tokens` needs 3 strings (spoken query, noisy audio, text query), got {self.state_tokens}."
-            )
+        self.state_tokens = checked_state_tokens(self.state_tokens)
         if not 0 < self.downsample_ratio <= 1 or int(1 / self.downsample_ratio) != 1 / self.downsample_ratio:
             raise ValueError(
                 f"`downsample_ratio` must be 1/k for an integer k (0.5 merges 2x2 patches), got "

@@ -1,17 +1,16 @@
 """Events and actions of VITA's real-time duplex interaction (pure Python, no torch).
 
 Events are what a `DuplexSession` reports to its user; they are frozen dataclasses with a `type` string and a `time`
-in seconds on the input audio clock (samples received at 16 kHz divided by 16000). The names are fixed by the
-design (`design.md` section 3): `speech_started`, `speech_ended`, `state_decided`, `text_delta`, `response_done`,
-`interrupted`, `ignored`, `error`. `speech_discarded` closes a `speech_started` whose segment was too short.
+in seconds on the input audio clock (samples received at 16 kHz divided by 16000): `speech_started`,
+`speech_ended`, `speech_discarded` (closes a `speech_started` whose segment was too short), `state_decided`,
+`text_delta`, `response_done`, `interrupted`, `ignored`, `audio_out` and `error`. `Turn` is one entry of the
+consolidated history.
 
-Actions are what the pure state machine in `duplex_state.py` asks the session (the edge with threads and the model)
-to do: start a turn, tell a deciding turn to go on answering, cancel a turn. The split follows pipecat's typed
-frames and moshi's pure streaming state (see `reference/aesthetics.md` sections 1.6-1.8): the state machine never
-touches a thread, a clock or a model; it only maps events to events and actions.
+Actions are what the pure state machine (`duplex_state.py`) asks the session, the edge with threads and the model,
+to do: start a turn or cancel one. The state machine never touches a thread, a clock or a model; it only maps
+events to events and actions (docs/architecture.md).
 
-The state token literals are those VITA was trained with (`<1>` spoken query, `<2>` noisy audio not meant for the
-assistant, `<3>` text query; `reference/vita_original.md` section 5.3).
+States are `VitaState` names; the strings a checkpoint writes for them are in its config (`state_tokens`).
 """
 
 from __future__ import annotations
@@ -21,12 +20,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-QUERY_AUDIO = "query_audio"
-NOISY_AUDIO = "noisy_audio"
-QUERY_TEXT = "query_text"
-STATES = (QUERY_AUDIO, NOISY_AUDIO, QUERY_TEXT)
-# The literal strings VITA opens every answer with, in the order of STATES.
-STATE_TOKENS = {QUERY_AUDIO: "<1>", NOISY_AUDIO: "<2>", QUERY_TEXT: "<3>"}
+try:  # Hub remote code: a checkpoint folder holds processing_vita's files beside these
+    from .tokenization_vita import VitaState
+except ImportError:  # this project's source tree: processing_vita is a sibling package
+    from processing_vita.tokenization_vita import VitaState
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -80,19 +77,22 @@ class SpeechDiscarded(Event):
 
 @dataclass(frozen=True)
 class StateDecided(Event):
-    """The model's first tokens classified the input of turn `turn_id` as `state` (one of `STATES`).
+    """The model's first tokens classified the input of turn `turn_id` as `state`.
 
     `latency` is the time from the end of the input (segment end or text arrival) to the decision.
     """
 
     type: ClassVar[str] = "state_decided"
-    state: str = QUERY_AUDIO
+    state: VitaState = VitaState.QUERY_AUDIO
     latency: float = 0.0
     turn_id: int = -1
 
     def __post_init__(self) -> None:
-        if self.state not in STATES:
-            raise ValueError(f"StateDecided.state must be one of {STATES}, found {self.state!r}")
+        try:
+            object.__setattr__(self, "state", VitaState(self.state))
+        except ValueError:
+            names = [state.value for state in VitaState]
+            raise ValueError(f"StateDecided.state must be one of {names}, found {self.state!r}") from None
 
 
 @dataclass(frozen=True)
@@ -139,6 +139,21 @@ class Error(Event):
     turn_id: int | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class AudioOut(Event):
+    """Speech of one piece of the answer of turn `turn_id` (float32 mono at `sampling_rate`), `text` its words.
+
+    Play it in order; report playback with `DuplexSession.playback_started/stopped` if the device timing differs
+    from the session's own estimate (the echo guard uses it).
+    """
+
+    type: ClassVar[str] = "audio_out"
+    audio: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32), repr=False)
+    sampling_rate: int = 16_000
+    text: str = ""
+    turn_id: int = -1
+
+
 # Inputs that only the session feeds into the state machine (not reported to the user).
 
 
@@ -178,7 +193,7 @@ class Turn:
 
     role: str
     content: str
-    state: str | None = None
+    state: VitaState | None = None
     interrupted: bool = False
     audio: np.ndarray | None = field(default=None, compare=False, repr=False)
     turn_id: int = -1
@@ -214,27 +229,35 @@ class StartTurn(Action):
     text: str = ""
     history: tuple[Turn, ...] = ()
     images: tuple[Any, ...] = field(default=(), repr=False)
-    state: str | None = None
+    state: VitaState | None = None
     time: float = 0.0
 
-
-@dataclass(frozen=True)
-class AnswerTurn(Action):
-    """Turn `turn_id` was decided as a query and is now the responding turn: its text is forwarded to the user.
-
-    Emitted only when the history did not change since the turn started, so the session keeps the KV cache of the
-    decision and simply goes on generating (no second prefill).
-    """
-
-    type: ClassVar[str] = "answer_turn"
-    state: str = QUERY_AUDIO
+    def messages(self) -> list[dict[str, Any]]:
+        """The chat messages of this turn's prompt: the history (answers with their state, so the chat template
+        writes each answer's state token as the model was trained), then the new input after the visual frames."""
+        messages: list[dict[str, Any]] = []
+        for turn in self.history:
+            if turn.role == "user":
+                content = [{"type": "audio", "audio": turn.audio}] if turn.audio is not None else []
+                if turn.content:
+                    content.append({"type": "text", "text": turn.content})
+                messages.append({"role": "user", "content": content})
+            else:
+                messages.append({"role": "assistant", "content": turn.content, "state": turn.state})
+        content = [{"type": "image", "image": image} for image in self.images]
+        if self.kind == "audio":
+            content.append({"type": "audio", "audio": self.audio})
+        else:
+            content.append({"type": "text", "text": self.text})
+        messages.append({"role": "user", "content": content})
+        return messages
 
 
 @dataclass(frozen=True)
 class CancelTurn(Action):
     """Stop turn `turn_id` (set its interrupt event).
 
-    `reason`: "interrupted", "noisy", "superseded", "restarted" (a new `StartTurn` replaces it) or "error".
+    `reason`: "interrupted", "superseded", "restarted" (a new `StartTurn` replaces it), "error" or "reset".
     """
 
     type: ClassVar[str] = "cancel_turn"
@@ -242,13 +265,9 @@ class CancelTurn(Action):
 
 
 __all__ = [
-    "NOISY_AUDIO",
-    "QUERY_AUDIO",
-    "QUERY_TEXT",
-    "STATES",
-    "STATE_TOKENS",
+    "VitaState",
     "Action",
-    "AnswerTurn",
+    "AudioOut",
     "CancelTurn",
     "Error",
     "Event",

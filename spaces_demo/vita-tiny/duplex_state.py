@@ -1,18 +1,14 @@
 """The duplex turn-taking state machine of VITA: pure Python, events in, events and actions out.
 
 VITA listens all the time. Every speech segment the VAD cuts (and every typed query) starts a *turn*: the model reads
-the input with the consolidated history and opens its answer with a state token (`design.md` sections 1 and 4):
-`<2>` noisy audio not meant for the assistant is ignored and the current answer goes on; `<1>` a spoken query (or
-`<3>` / any typed query) interrupts the current answer, which enters the history marked interrupted with the part
-already produced, and the new query is answered with that consolidated history.
+the input with the consolidated history and opens its answer with a state token. Noisy audio not meant for the
+assistant is ignored and the current answer goes on; a spoken (or typed) query interrupts the current answer, which
+enters the history marked interrupted with the part already produced, and the new query is answered.
 
-This replaces the two-process, busy-waiting, strictly alternating scheme of the original web demo
-(`reference/vita_original.md` section 7.3 and bugs 20-21 of section 8): there is no alternation (a noisy segment
-can never take the turn away), history is committed before the next prompt is built (no race), history keeps text
-and audio references only (visual context is the latest frames, never old visual tokens), and nothing here reads a
-clock, starts a thread or touches a model. Time comes in with the events; the session (the edge with the threads,
-the model and the audio device) feeds events and carries out the actions, as in pipecat and moshi
-(`reference/aesthetics.md` sections 1.6-1.8, 4).
+Nothing here reads a clock, starts a thread or touches a model: time comes in with the events, and the session (the
+edge with the threads, the model and the audio device) feeds events and carries out the actions. History is
+committed before the next prompt is built, keeps text and audio references only, and visual context is the latest
+frames, never old visual tokens.
 
 State (`DuplexState`, derived from the turns, so it is always consistent):
     LISTENING      no turn runs and the user is silent
@@ -23,11 +19,11 @@ State (`DuplexState`, derived from the turns, so it is always consistent):
 Rules for events that come late or out of order:
     - a newer input supersedes every turn still deciding (`CancelTurn(reason="superseded")`); their late decisions,
       text and completion are dropped;
-    - a turn decided as a query goes on answering (`AnswerTurn`) with the KV cache of its decision, so an interrupt
-      costs no second prefill (design section 4); its prompt holds the history as it was when the segment ended,
-      as in the original demo. With `restart_with_consolidated_history=True`, a turn whose history changed
-      meanwhile (an answer was committed or interrupted) is instead restarted with the consolidated history and its
-      state forced (`CancelTurn("restarted")` then `StartTurn(state=...)`), at the cost of a second prefill;
+    - a turn decided as a query becomes the responding turn and goes on generating with the KV cache of its
+      decision, so an interrupt costs no second prefill; its prompt holds the history as it was when the segment
+      ended. With `restart_with_consolidated_history=True`, a turn whose history changed meanwhile (an answer was
+      committed or interrupted) is instead restarted with the consolidated history and its state forced
+      (`CancelTurn("restarted")` then `StartTurn(state=...)`), at the cost of a second prefill;
     - text or completion of a turn that is not the responding one is dropped;
     - an `Error` for a turn ends that turn (a partial answer is committed as interrupted) and is reported; the
       machine stays consistent and the session goes on.
@@ -43,11 +39,7 @@ from typing import Any
 import numpy as np
 
 from .duplex_events import (
-    NOISY_AUDIO,
-    QUERY_AUDIO,
-    QUERY_TEXT,
     Action,
-    AnswerTurn,
     CancelTurn,
     Error,
     Event,
@@ -63,6 +55,7 @@ from .duplex_events import (
     TextDelta,
     TextInput,
     Turn,
+    VitaState,
 )
 
 
@@ -81,7 +74,7 @@ class _ActiveTurn:
     history_version: int
     audio: np.ndarray | None = None
     text: str = ""
-    state: str | None = None
+    state: VitaState | None = None
     parts: list[str] = field(default_factory=list)
 
 
@@ -227,22 +220,21 @@ class DuplexStateMachine:
         if turn is None:
             return []  # superseded, cancelled or unknown: the decision no longer matters
         latency = event.time - turn.started_at
-        if event.state == NOISY_AUDIO and turn.kind == "audio":
+        if event.state is VitaState.NOISY_AUDIO and turn.kind == "audio":
             del self._deciding[turn.turn_id]
+            # Its generation ends at this state token by itself (it acts as EOS), so there is nothing to cancel.
             return [
-                StateDecided(event.time, state=NOISY_AUDIO, latency=latency, turn_id=turn.turn_id),
+                StateDecided(event.time, state=VitaState.NOISY_AUDIO, latency=latency, turn_id=turn.turn_id),
                 Ignored(event.time, turn_id=turn.turn_id),
-                CancelTurn(turn.turn_id, reason="noisy"),
             ]
         # A typed query stays a query even if the model hesitates, and a spoken query is reported as such whichever
         # query token the model chose: the reported state is the one the history records.
-        turn.state = QUERY_TEXT if turn.kind == "text" else QUERY_AUDIO
+        turn.state = VitaState.QUERY_TEXT if turn.kind == "text" else VitaState.QUERY_AUDIO
         decided = StateDecided(event.time, state=turn.state, latency=latency, turn_id=turn.turn_id)
         del self._deciding[turn.turn_id]
         out: list[Event | Action] = [decided, *self._interrupt_responding(event.time)]
         if turn.history_version == self._history_version or not self.restart_with_consolidated_history:
-            self._responding = turn
-            out.append(AnswerTurn(turn.turn_id, state=turn.state))
+            self._responding = turn  # its worker goes on generating; its text is reported from now on
             return out
         # The history changed after this turn's prompt was built: answer with the consolidated history instead.
         restarted = _ActiveTurn(

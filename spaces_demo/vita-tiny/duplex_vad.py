@@ -1,31 +1,25 @@
 """Voice activity detection and speech segmentation for VITA's duplex mode (numpy + onnxruntime, no torch).
 
-Three parts, each usable alone:
-    - `Resampler`: a streaming windowed-sinc (Kaiser) polyphase resampler from any common rate (8000, 22050, 24000,
-      44100, 48000 Hz, ...) to 16 kHz; time-aligned (centred filter), so segment times do not shift.
+Two parts, each usable alone:
     - `SileroVAD`: a `SpeechScorer` running the Silero VAD v6 ONNX model bundled in the `silero-vad` wheel directly
       with onnxruntime. The package itself is never imported: `import silero_vad` calls `torch.set_num_threads(1)`
-      for the whole process (`reference/duplex_anchors.md` section 5). One state per stream, exactly 512-sample
-      windows at 16 kHz with the 64-sample context the model expects.
-    - `VADSegmenter`: a four-state machine QUIET -> STARTING -> SPEAKING -> STOPPING (pipecat's `VADAnalyzer`,
-      `reference/aesthetics.md` 1.7) fed with one speech probability per 32 ms window. It reports only stable edges
-      (`SpeechStarted`, `SpeechEnded` with the segment, `SpeechDiscarded` for too short speech), keeps a pre-roll so
-      the onset is not clipped, force-cuts speech that never ends and drops segments that are too short. The state
-      machine is pure Python and can be driven with scripted probabilities (`push_probabilities`).
-
-It replaces the original demo's VAD (`reference/vita_original.md` 7.3 and bug 23): Silero v4 fed 4096-sample
-windows, no maximum segment length, an undefined pre-roll on the first chunk.
+      for the whole process. One state per stream, exactly 512-sample windows at 16 kHz with the 64-sample context
+      the model expects.
+    - `VADSegmenter`: a four-state machine QUIET -> STARTING -> SPEAKING -> STOPPING (as pipecat's `VADAnalyzer`)
+      fed with one speech probability per 32 ms window. It reports only stable edges (`SpeechStarted`,
+      `SpeechEnded` with the segment, `SpeechDiscarded` for too short speech), keeps a pre-roll so the onset is not
+      clipped, force-cuts speech that never ends and drops segments that are too short. The state machine is pure
+      Python and can be driven with scripted probabilities (`push_probabilities`).
 
 Error contract: a bad chunk (NaN/inf, a dtype other than int16/float, not mono, an unsupported rate) raises
-`ValueError` before any state changes, naming the value found and the one expected. The session layer turns it into
-an `Error` event and goes on with the next chunk.
+`ValueError` before any state changes (`duplex_audio_input.py`). The session turns it into an `Error` event and
+goes on with the next chunk.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -35,9 +29,9 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from .duplex_audio_input import SAMPLING_RATE, Resampler, as_float32_mono
 from .duplex_events import Event, SpeechDiscarded, SpeechEnded, SpeechStarted
 
-SAMPLING_RATE = 16_000
 WINDOW_SIZE = 512  # Silero v5/v6 at 16 kHz takes exactly 512 new samples (32 ms) a call
 WINDOW_SECS = WINDOW_SIZE / SAMPLING_RATE
 CONTEXT_SIZE = 64  # samples of the previous window the ONNX model expects in front of each window
@@ -103,111 +97,6 @@ class VADState(str, Enum):
     STARTING = "starting"
     SPEAKING = "speaking"
     STOPPING = "stopping"
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Input validation and resampling
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-def as_float32_mono(chunk: np.ndarray) -> np.ndarray:
-    """Validate an audio chunk and return it as float32 in [-1, 1]: int16 is scaled by 1/32768, floats are kept."""
-    array = np.asarray(chunk)
-    if array.ndim == 2 and 1 in array.shape:
-        array = array.reshape(-1)
-    if array.ndim != 1:
-        raise ValueError(f"audio chunk must be mono with shape (num_samples,), found shape {array.shape}")
-    if array.dtype == np.int16:
-        return array.astype(np.float32) / 32768.0
-    if array.dtype not in (np.float16, np.float32, np.float64):
-        raise ValueError(f"audio chunk dtype must be int16, float16, float32 or float64, found {array.dtype}")
-    samples = array.astype(np.float32)
-    if not np.isfinite(samples).all():
-        bad = int(np.count_nonzero(~np.isfinite(samples)))
-        raise ValueError(f"audio chunk must hold finite samples, found {bad} NaN/inf of {samples.size}")
-    return samples
-
-
-class Resampler:
-    """Streaming resampler from `orig_sr` to `target_sr` (windowed sinc with a Kaiser window, polyphase).
-
-    Output sample n sits at input time n * orig_sr / target_sr exactly (the filter is centred), so times computed
-    from the output count are right; the price is a lookahead of `half_width` input samples (about 0.5 ms at 48 kHz),
-    returned by `flush`.
-
-    Args:
-        orig_sr: input rate in Hz (integer, 8000..192000).
-        target_sr: output rate in Hz.
-        zero_crossings: zero crossings of the sinc kept on each side (filter length and stop-band quality).
-        rolloff: cutoff as a fraction of the lower Nyquist frequency.
-        beta: Kaiser window shape.
-    """
-
-    def __init__(
-        self,
-        orig_sr: int,
-        target_sr: int = SAMPLING_RATE,
-        zero_crossings: int = 8,
-        rolloff: float = 0.94,
-        beta: float = 8.0,
-    ) -> None:
-        for name, rate in (("orig_sr", orig_sr), ("target_sr", target_sr)):
-            if int(rate) != rate or not 8000 <= rate <= 192_000:
-                raise ValueError(f"{name} must be an integer rate in Hz between 8000 and 192000, found {rate}")
-        orig_sr, target_sr = int(orig_sr), int(target_sr)
-        gcd = math.gcd(orig_sr, target_sr)
-        self.orig_sr, self.target_sr = orig_sr, target_sr
-        self.up, self.down = target_sr // gcd, orig_sr // gcd
-        if self.up > 4096 or self.down > 4096:
-            raise ValueError(
-                f"orig_sr/target_sr must reduce to a ratio with terms <= 4096, found {orig_sr}/{target_sr} = "
-                f"{self.down}/{self.up}"
-            )
-        cutoff = min(1.0, self.up / self.down) * rolloff  # relative to the input Nyquist frequency
-        self.half_width = math.ceil(zero_crossings / cutoff)  # in input samples
-        offsets = np.arange(-self.half_width + 1, self.half_width + 1)  # input index minus floor(output time)
-        tau = np.arange(self.up)[:, None] / self.up - offsets[None, :]  # (up, taps): output time minus input time
-        window = np.i0(beta * np.sqrt(np.clip(1.0 - (tau / self.half_width) ** 2, 0.0, None))) / np.i0(beta)
-        table = cutoff * np.sinc(cutoff * tau) * window
-        self._table = (table / table.sum(axis=1, keepdims=True)).astype(np.float32)  # unit gain at DC per phase
-        self._offsets = offsets
-        self.reset()
-
-    def reset(self) -> None:
-        # Samples before the stream are zeros; `_start` is the absolute input index of `_buffer[0]`.
-        self._buffer = np.zeros(self.half_width, dtype=np.float32)
-        self._start = -self.half_width
-        self._next = 0  # next output index
-
-    def __call__(self, samples: np.ndarray) -> np.ndarray:
-        """Resample the next chunk (float32, validated by the caller); returns what is ready so far."""
-        if self.up == self.down:
-            return samples
-        self._buffer = np.concatenate([self._buffer, samples])
-        end = self._start + len(self._buffer)  # absolute index one past the last input sample
-        # Output n needs inputs up to floor(n * down / up) + half_width.
-        stop = max(self._next, ((end - self.half_width) * self.up + self.down - 1) // self.down)
-        if stop == self._next:
-            return np.zeros(0, dtype=np.float32)
-        outputs = np.arange(self._next, stop)
-        base, phase = np.divmod(outputs * self.down, self.up)
-        index = base[:, None] - self._start + self._offsets[None, :]
-        result = np.einsum("ij,ij->i", self._buffer[index], self._table[phase]).astype(np.float32)
-        self._next = stop
-        keep_from = stop * self.down // self.up - self.half_width + 1
-        self._buffer = self._buffer[keep_from - self._start :]
-        self._start = keep_from
-        return result
-
-    def flush(self) -> np.ndarray:
-        """Return the samples held back by the lookahead (the stream is padded with zeros) and reset."""
-        if self.up == self.down:
-            return np.zeros(0, dtype=np.float32)
-        end = self._start + len(self._buffer)
-        missing = -(-end * self.up // self.down) - self._next  # ceil(inputs * up / down) outputs in all
-        tail = self(np.zeros(self.half_width + 1, dtype=np.float32))[: max(0, missing)]
-        self.reset()
-        return tail
 
 
 class _Framer:

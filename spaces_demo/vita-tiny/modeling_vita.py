@@ -32,6 +32,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .audio_encoder import VitaAudioEncoder
 from .configuration_vita import VitaConfig
+from .remote_code import write_remote_code
 
 
 @dataclass
@@ -110,9 +111,12 @@ class VitaPreTrainedModel(PreTrainedModel):
     _can_compile_fullgraph = False
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        # transformers records only the class's own auto class; the other entries are added here.
+        # Every Auto class loads a saved folder with `trust_remote_code=True`: the map names them all, and the folder
+        # carries the code they reach (remote_code.py).
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        write_remote_code(save_directory)
+        return result
 
 
 class VitaModel(VitaPreTrainedModel):

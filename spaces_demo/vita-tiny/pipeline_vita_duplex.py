@@ -1,53 +1,41 @@
 """`vita-duplex`: a transformers `Pipeline` for one VITA turn, and the door to a live duplex session.
 
-A pipeline is one request and one response (`reference/hf_conventions.md` section 2.5), so `pipe(audio=..., images=...,
-text=...)` runs a single turn: the first generated tokens are constrained to spell a state token (`<1>` spoken query,
-`<2>` noisy audio, `<3>` typed query; `design.md` sections 1 and 4), and the answer comes back without it. The
+A pipeline is one request and one response, so `pipe(audio=..., images=..., text=...)` runs a single turn: the
+first generated tokens are constrained to spell a state token and the answer comes back without it. The
 always-listening loop (VAD, interruption, one model in two roles) is stateful and threaded, so it lives in
-`DuplexSession` (`duplex_session.py`, built on the pure state machine of `duplex_state.py` as in moshi, pipecat and
-fastrtc) and the pipeline only hands out sessions: `pipe.session(vad=VADParams(...), tts=None)`.
+`DuplexSession` and the pipeline only hands out sessions: `pipe.session(vad=VADParams(...), tts=None)`.
 
-Register the task with `register_vita_duplex_pipeline()`, then `pipeline("vita-duplex", model=model,
-processor=processor)`.
+Register the task with `register_vita_duplex_pipeline()` (importing `modeling_vita` does), then
+`pipeline("vita-duplex", model=model, processor=processor)`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import numpy as np
-import torch
-from transformers import (
-    AutoModelForCausalLM,
-    GenerationConfig,
-    LogitsProcessorList,
-    Pipeline,
-    StoppingCriteria,
-    StoppingCriteriaList,
-)
+from transformers import AutoModelForCausalLM, GenerationConfig, Pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .duplex_events import NOISY_AUDIO, QUERY_TEXT, STATES
-from .duplex_session import DuplexSession, TTSEngine
-from .duplex_vad import SAMPLING_RATE, VADParams
-from .generation_vita import StateTokenLogitsProcessor, parse_state, state_token_sequences
+from .duplex_audio_input import SAMPLING_RATE
+from .duplex_events import VitaState
+from .duplex_session import DuplexSession
+from .duplex_speech_output import TTSEngine
+from .duplex_vad import VADParams
+from .generation_vita import (
+    VitaTurnStreamer,
+    checkpoint_state_tokens,
+    prepare_turn_inputs,
+    run_turn,
+    state_token_sequences,
+)
+from .remote_code import write_remote_code
+
+logger = logging.getLogger(__name__)
 
 TASK = "vita-duplex"
-
-
-class _StopAfterState(StoppingCriteria):
-    """Ends generation once the answer opens with a given state token (`<2>` has no answer: it acts as EOS)."""
-
-    def __init__(self, spelling: list[int], prompt_length: int) -> None:
-        self.spelling = list(spelling)
-        self.prompt_length = prompt_length
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        head = input_ids[:, self.prompt_length : self.prompt_length + len(self.spelling)]
-        if head.shape[1] < len(self.spelling):
-            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        return (head == torch.tensor(self.spelling, device=input_ids.device)).all(dim=1)
 
 
 class VitaDuplexPipeline(Pipeline):
@@ -100,13 +88,23 @@ class VitaDuplexPipeline(Pipeline):
         return preprocess_params, {"generate_kwargs": generate_kwargs}, {}
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> None:
-        """Save the model, the whole processor (chat template, CMVN, tiling limits) and the pipeline code, so that
-        `pipeline("vita-duplex", model=save_directory, trust_remote_code=True)` works where this project is absent."""
-        super().save_pretrained(save_directory, **kwargs)
+        """Save the model, the whole processor (chat template, CMVN, tiling limits) and the code the pipeline needs,
+        so that `pipeline("vita-duplex", model=save_directory, trust_remote_code=True)` works where this project is
+        absent (the folder's code is the remote-code closure, see `remote_code.py`)."""
+        os.makedirs(save_directory, exist_ok=True)
+        self.model.config.custom_pipelines = {
+            TASK: {
+                "impl": f"{type(self).__module__.rpartition('.')[2]}.{type(self).__name__}",
+                "pt": (AutoModelForCausalLM.__name__,),
+                "type": "multimodal",
+            }
+        }
+        self.model.save_pretrained(save_directory, **kwargs)
         self.processor.save_pretrained(save_directory)
+        write_remote_code(save_directory)
 
-    def _spellings(self) -> dict[str, list[int]]:
-        return dict(zip(STATES, state_token_sequences(self.processor.tokenizer)))
+    def _spellings(self) -> dict[VitaState, list[int]]:
+        return state_token_sequences(self.processor.tokenizer, checkpoint_state_tokens(self.model, self.processor))
 
     def preprocess(self, inputs: dict[str, Any], sampling_rate: int = SAMPLING_RATE) -> dict[str, Any]:
         audio, images, text = inputs.get("audio"), inputs.get("images"), inputs.get("text")
@@ -123,42 +121,25 @@ class VitaDuplexPipeline(Pipeline):
             content.append({"type": "audio", "audio": audio})
         if text:
             content.append({"type": "text", "text": text})
-        model_inputs = self.processor.apply_chat_template(
-            [{"role": "user", "content": content}],
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            sampling_rate=SAMPLING_RATE,
-        )
-        model_inputs = {
-            key: value.to(self.dtype) if torch.is_tensor(value) and value.is_floating_point() else value
-            for key, value in model_inputs.items()
-        }
-        model_inputs["forced_state"] = QUERY_TEXT if audio is None else None
+        model_inputs = prepare_turn_inputs(self.processor, [{"role": "user", "content": content}], self.model)
+        model_inputs["forced_state"] = VitaState.QUERY_TEXT if audio is None else None
         return model_inputs
 
     def _forward(self, model_inputs: dict[str, Any], generate_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
         forced_state = model_inputs.pop("forced_state")
-        prompt_length = model_inputs["input_ids"].shape[1]
-        spellings = self._spellings()
-        allowed = [spellings[forced_state]] if forced_state else list(spellings.values())
-        generate_kwargs = self._prepare_generate_kwargs(dict(generate_kwargs or {}))
-        logits_processor = LogitsProcessorList(generate_kwargs.pop("logits_processor", None) or [])
-        logits_processor.insert(0, StateTokenLogitsProcessor(allowed, prompt_length=prompt_length))
-        stopping_criteria = StoppingCriteriaList(generate_kwargs.pop("stopping_criteria", None) or [])
-        stopping_criteria.append(_StopAfterState(spellings[NOISY_AUDIO], prompt_length))
-        sequences = self.model.generate(
-            **model_inputs, logits_processor=logits_processor, stopping_criteria=stopping_criteria, **generate_kwargs
+        streamer = VitaTurnStreamer(self.processor.tokenizer, self._spellings())
+        allowed = None if forced_state is None else [forced_state]
+        run_turn(
+            self.model, model_inputs, streamer, allowed, self._prepare_generate_kwargs(dict(generate_kwargs or {}))
         )
-        return {"generated": sequences[0, prompt_length:].cpu()}
+        return {"state": streamer.state, "text": streamer.text}
 
     def postprocess(self, model_outputs: dict[str, Any]) -> dict[str, str]:
-        state, rest = parse_state(model_outputs["generated"], self._spellings())
+        state = model_outputs["state"]
         if state is None:  # cannot happen with the state constraint, unless generation was cut at zero tokens
-            raise ValueError(f"the answer opens with no state token; expected one of {STATES}")
-        text = "" if state == NOISY_AUDIO else self.processor.decode(rest, skip_special_tokens=True).strip()
-        return {"state": state, "text": text}
+            names = [state.value for state in VitaState]
+            raise ValueError(f"the answer opens with no state token; expected one of {names}")
+        return {"state": state, "text": model_outputs["text"].strip()}
 
     def session(
         self,

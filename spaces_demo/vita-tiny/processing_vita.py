@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from transformers.processing_utils import ProcessorMixin
 
 from .feature_extraction_vita import VitaFeatureExtractor, get_audio_token_count, load_audio
 from .image_processing_vita import VitaImageProcessor, flatten_images
-from .tokenization_vita import AUDIO_TOKEN, IMAGE_TOKEN, VIDEO_TOKEN, VitaState
+from .tokenization_vita import AUDIO_TOKEN, IMAGE_TOKEN, VIDEO_TOKEN, VitaState, checked_state_tokens, parse_state
 from .video_processing_vita import VitaVideoProcessor, flatten_videos
 
 _BASE_PROMPT = (
@@ -53,11 +54,20 @@ def _jinja_str(s: str) -> str:
 
 # Media blocks of a user turn come first (image -> "<image>\n", video -> "<video>\n", audio -> "<audio>") in their
 # order, then the text blocks, as the original prompts put media before the question.
-def build_chat_template(system_prompts: dict[str, str] | None = None) -> str:
+def build_chat_template(
+    system_prompts: dict[str, str] | None = None, state_tokens: Mapping[str, str] | None = None
+) -> str:
     """The jinja chat template with `system_prompts` (keys "lang", "image", "video"; default the released ones)
-    as the modality's default system prompt; a system message in the conversation overrides it."""
+    as the modality's default system prompt; a system message in the conversation overrides it.
+
+    An assistant message may carry `"state"` (a `VitaState` name): its answer is then written after that state's
+    token (`state_tokens`, default VITA-1.0's), as the model was trained to answer.
+    """
     prompts = _checked_system_prompts(system_prompts)
+    tokens = checked_state_tokens(state_tokens)
+    token_map = "{" + ", ".join(f"{_jinja_str(name)}: {_jinja_str(token)}" for name, token in tokens.items()) + "}"
     return (
+        "{%- set state_tokens = " + token_map + " -%}"
         "{%- set ns = namespace(image=false, video=false, system=none) -%}"
         "{%- for m in messages -%}"
         "{%- if m['content'] is string -%}"
@@ -80,6 +90,8 @@ def build_chat_template(system_prompts: dict[str, str] | None = None) -> str:
         "{{- 'system:' + ns.system + '</s>' -}}"
         "{%- for m in messages if m['role'] != 'system' -%}"
         "{{- '\\n' + ('bot' if m['role'] == 'assistant' else m['role']) + ':' -}}"
+        "{%- if m['role'] == 'assistant' and m['state'] is defined and m['state'] -%}"
+        "{{- state_tokens[m['state'] | string] + (' ' if m['content'] else '') -}}{%- endif -%}"
         "{%- if m['content'] is string -%}{{- m['content'] -}}"
         "{%- else -%}"
         "{%- for b in m['content'] -%}"
@@ -137,7 +149,9 @@ class VitaProcessor(ProcessorMixin):
     `image_seq_length` is the number of LLM tokens one 448 tile (or one video frame) becomes:
     (image_size / patch_size)^2 * downsample_ratio^2 = (448 / 14)^2 * 0.25 = 256 for the released model.
     `system_prompts` ("lang", "image", "video") are the default system prompts of the chat template and of the
-    training collator (default: the released model's); small models trained here use short ones.
+    training collator (default: the released model's); small models trained here use short ones. `state_tokens`
+    (`{state name: string}`, default `<1>`, `<2>`, `<3>`) are the strings the checkpoint opens its answers with; the
+    chat template and `parse_response` use them, and they must equal the model config's `state_tokens`.
     """
 
     text_kwargs = {"padding_side": "left"}
@@ -151,6 +165,7 @@ class VitaProcessor(ProcessorMixin):
         chat_template: str | None = None,
         image_seq_length: int = 256,
         system_prompts: dict[str, str] | None = None,
+        state_tokens: Mapping[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
         image_processor = image_processor if image_processor is not None else VitaImageProcessor()
@@ -163,11 +178,14 @@ class VitaProcessor(ProcessorMixin):
             video_processor,
             feature_extractor,
             tokenizer,
-            chat_template=chat_template if chat_template is not None else build_chat_template(system_prompts),
+            chat_template=chat_template
+            if chat_template is not None
+            else build_chat_template(system_prompts, state_tokens),
             **kwargs,
         )
         self.image_seq_length = int(image_seq_length)
         self.system_prompts = _checked_system_prompts(system_prompts)
+        self.state_tokens = checked_state_tokens(state_tokens)
         self.image_token = getattr(tokenizer, "image_token", None) or IMAGE_TOKEN
         self.video_token = getattr(tokenizer, "video_token", None) or VIDEO_TOKEN
         self.audio_token = getattr(tokenizer, "audio_token", None) or AUDIO_TOKEN
@@ -396,8 +414,8 @@ class VitaProcessor(ProcessorMixin):
     # ------------------------------------------------------------------ outputs
 
     def parse_response(self, response: Any, *args: Any, **kwargs: Any) -> tuple[VitaState | None, str]:
-        """Split a generated answer into (state, text): strips a leading `<1>`/`<2>`/`<3>` (and one following
-        space) and trailing `</s>`/padding. Accepts text or token ids."""
+        """Split a generated answer into (state, text): strips a leading state token (`state_tokens`; one following
+        space too) and trailing `</s>`/padding. Accepts text or token ids."""
         if not isinstance(response, str):
             if isinstance(response, torch.Tensor):
                 response = response.tolist()
@@ -407,11 +425,7 @@ class VitaProcessor(ProcessorMixin):
         text = text.lstrip()
         if bos and text.startswith(bos):
             text = text[len(bos) :].lstrip()
-        state = VitaState.from_text(text)
-        if state is not None:
-            text = text[len(state.value) :]
-            if text.startswith(" "):
-                text = text[1:]
+        state, text = parse_state(text, self.state_tokens)
         enders = tuple(t for t in (getattr(self.tokenizer, "eos_token", None), "</s>", self.tokenizer.pad_token) if t)
         # Only whitespace that sat before a removed end marker is dropped; the answer itself is kept verbatim.
         while text.rstrip().endswith(enders):

@@ -15,7 +15,7 @@ the old rows (a neutral start that keeps the initial output distribution close t
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,32 +28,85 @@ MEDIA_TOKENS = (IMAGE_TOKEN, VIDEO_TOKEN, AUDIO_TOKEN)
 
 
 class VitaState(str, enum.Enum):
-    """State token that opens every VITA answer."""
+    """What the input of a turn was, as the state token that opens the answer says.
 
-    QUERY_AUDIO = "<1>"  # the audio was a real spoken query: answer it
-    NOISY_AUDIO = "<2>"  # background speech or noise not meant for the assistant: stay silent
-    QUERY_TEXT = "<3>"  # the query was typed text
+    The values are the state names used everywhere (events, pipeline outputs, history, evaluation); the strings the
+    model writes for them are a checkpoint's own (`VitaConfig.state_tokens`, `VitaProcessor.state_tokens`): `<1>`,
+    `<2>`, `<3>` for the released VITA-1.0.
+    """
 
-    @classmethod
-    def from_text(cls, text: str) -> VitaState | None:
-        """The state token at the start of `text` (leading whitespace ignored), or None."""
-        stripped = text.lstrip()
-        for state in cls:
-            if stripped.startswith(state.value):
-                return state
-        return None
+    QUERY_AUDIO = "query_audio"  # the audio was a real spoken query: answer it
+    NOISY_AUDIO = "noisy_audio"  # background speech or noise not meant for the assistant: stay silent
+    QUERY_TEXT = "query_text"  # the query was typed text
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
 
-STATE_TOKENS = tuple(s.value for s in VitaState)
+# The strings VITA-1.0 was trained to open its answers with, keyed by state name.
+DEFAULT_STATE_TOKENS = {VitaState.QUERY_AUDIO.value: "<1>", VitaState.NOISY_AUDIO.value: "<2>",
+                        VitaState.QUERY_TEXT.value: "<3>"}  # fmt: skip
 
 
-def add_vita_special_tokens(tokenizer: Any, state_tokens_as_special: bool = False) -> dict[str, int]:
+def checked_state_tokens(state_tokens: Mapping[str, str] | Sequence[str] | None) -> dict[str, str]:
+    """`state_tokens` as `{state name: token string}` for the three states (default VITA-1.0's `<1>`, `<2>`, `<3>`).
+
+    A sequence gives the tokens in `VitaState` order (spoken query, noisy audio, typed query), as older configs
+    stored them. Raises `ValueError` naming what is wrong: a missing or unknown state, an empty or repeated token,
+    or a token that starts another one (the answer's first characters must decide the state).
+    """
+    if state_tokens is None:
+        return dict(DEFAULT_STATE_TOKENS)
+    if isinstance(state_tokens, Mapping):
+        tokens = {str(getattr(key, "value", key)): value for key, value in state_tokens.items()}
+    else:
+        tokens = dict(zip([state.value for state in VitaState], state_tokens))
+        if len(state_tokens) != len(VitaState):
+            raise ValueError(
+                f"state_tokens holds {len(state_tokens)} strings; expected {len(VitaState)} (spoken query, noisy "
+                "audio, typed query)"
+            )
+    names = [state.value for state in VitaState]
+    if sorted(tokens) != sorted(names):
+        raise ValueError(f"state_tokens has the states {sorted(tokens)}; expected exactly {names}")
+    values = list(tokens.values())
+    if not all(isinstance(token, str) and token for token in values) or len(set(values)) != len(values):
+        raise ValueError(f"state_tokens must map each state to its own non-empty string, found {tokens}")
+    for token in values:
+        for other in values:
+            if token != other and other.startswith(token):
+                raise ValueError(f"state token {token!r} starts {other!r}; expected none to be a prefix of another")
+    return {name: tokens[name] for name in names}
+
+
+def parse_state(text: str, state_tokens: Mapping[str, str] | None = None) -> tuple[VitaState | None, str]:
+    """The state an answer opens with and the answer after it: `(state or None, rest)`.
+
+    Leading whitespace is ignored and one space after the state token is dropped; without a state token the text is
+    returned unchanged. `state_tokens` are the checkpoint's (`checked_state_tokens`; default VITA-1.0's).
+    """
+    tokens = DEFAULT_STATE_TOKENS if state_tokens is None else state_tokens
+    stripped = text.lstrip()
+    for name, token in tokens.items():
+        if stripped.startswith(token):
+            rest = stripped[len(token) :]
+            return VitaState(name), rest[1:] if rest.startswith(" ") else rest
+    return None, text
+
+
+def add_vita_special_tokens(
+    tokenizer: Any, state_tokens_as_special: bool = False, state_tokens: Mapping[str, str] | None = None
+) -> dict[str, int]:
     """Add the media placeholders (and optionally the state tokens) as special tokens; returns token -> id.
 
     Existing ids never change: tokens already in the vocabulary keep their id, new ones are appended. The model's
     embeddings must then be resized to `len(tokenizer)` (see `resize_embeddings_with_mean_init`).
     """
-    wanted = list(MEDIA_TOKENS) + (list(STATE_TOKENS) if state_tokens_as_special else [])
+    states = list(checked_state_tokens(state_tokens).values()) if state_tokens_as_special else []
+    wanted = list(MEDIA_TOKENS) + states
     current = tokenizer.get_vocab()
     new = [AddedToken(t, special=True, normalized=False) for t in wanted if t not in current]
     if new:
@@ -160,8 +213,10 @@ __all__ = [
     "VIDEO_TOKEN",
     "AUDIO_TOKEN",
     "MEDIA_TOKENS",
-    "STATE_TOKENS",
+    "DEFAULT_STATE_TOKENS",
     "VitaState",
+    "checked_state_tokens",
+    "parse_state",
     "add_vita_special_tokens",
     "train_extension_tokenizer",
     "extend_tokenizer_vocabulary",

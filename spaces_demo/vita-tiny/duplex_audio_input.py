@@ -1,0 +1,149 @@
+"""Audio coming into a duplex session: chunk validation, streaming resampling to 16 kHz, and reading recordings.
+
+Microphones and files come at any common rate (8000, 22050, 24000, 44100, 48000 Hz, ...), as int16 or float. The
+session validates each chunk (`as_float32_mono`: a bad chunk raises `ValueError` naming the value found and the one
+expected, before any state changes) and resamples the stream to 16 kHz with `Resampler`, a streaming windowed-sinc
+(Kaiser) polyphase filter. It is time-aligned (centred filter), so segment times on the 16 kHz clock do not shift.
+`resample` runs it over a whole clip (the CLI and the Space mix spoken answers at one rate with it); numpy only, as
+the VAD, while the processor's offline feature extraction resamples whole clips with torchaudio.
+`read_audio_file` reads recordings and the speech engines' output.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SAMPLING_RATE = 16_000
+
+
+def as_float32_mono(chunk: np.ndarray) -> np.ndarray:
+    """Validate an audio chunk and return it as float32 in [-1, 1]: int16 is scaled by 1/32768, floats are kept."""
+    array = np.asarray(chunk)
+    if array.ndim == 2 and 1 in array.shape:
+        array = array.reshape(-1)
+    if array.ndim != 1:
+        raise ValueError(f"audio chunk must be mono with shape (num_samples,), found shape {array.shape}")
+    if array.dtype == np.int16:
+        return array.astype(np.float32) / 32768.0
+    if array.dtype not in (np.float16, np.float32, np.float64):
+        raise ValueError(f"audio chunk dtype must be int16, float16, float32 or float64, found {array.dtype}")
+    samples = array.astype(np.float32)
+    if not np.isfinite(samples).all():
+        bad = int(np.count_nonzero(~np.isfinite(samples)))
+        raise ValueError(f"audio chunk must hold finite samples, found {bad} NaN/inf of {samples.size}")
+    return samples
+
+
+class Resampler:
+    """Streaming resampler from `orig_sr` to `target_sr` (windowed sinc with a Kaiser window, polyphase).
+
+    Output sample n sits at input time n * orig_sr / target_sr exactly (the filter is centred), so times computed
+    from the output count are right; the price is a lookahead of `half_width` input samples (about 0.5 ms at 48 kHz),
+    returned by `flush`.
+
+    Args:
+        orig_sr: input rate in Hz (integer, 8000..192000).
+        target_sr: output rate in Hz.
+        zero_crossings: zero crossings of the sinc kept on each side (filter length and stop-band quality).
+        rolloff: cutoff as a fraction of the lower Nyquist frequency.
+        beta: Kaiser window shape.
+    """
+
+    def __init__(
+        self,
+        orig_sr: int,
+        target_sr: int = SAMPLING_RATE,
+        zero_crossings: int = 8,
+        rolloff: float = 0.94,
+        beta: float = 8.0,
+    ) -> None:
+        for name, rate in (("orig_sr", orig_sr), ("target_sr", target_sr)):
+            if int(rate) != rate or not 8000 <= rate <= 192_000:
+                raise ValueError(f"{name} must be an integer rate in Hz between 8000 and 192000, found {rate}")
+        orig_sr, target_sr = int(orig_sr), int(target_sr)
+        gcd = math.gcd(orig_sr, target_sr)
+        self.orig_sr, self.target_sr = orig_sr, target_sr
+        self.up, self.down = target_sr // gcd, orig_sr // gcd
+        if self.up > 4096 or self.down > 4096:
+            raise ValueError(
+                f"orig_sr/target_sr must reduce to a ratio with terms <= 4096, found {orig_sr}/{target_sr} = "
+                f"{self.down}/{self.up}"
+            )
+        cutoff = min(1.0, self.up / self.down) * rolloff  # relative to the input Nyquist frequency
+        self.half_width = math.ceil(zero_crossings / cutoff)  # in input samples
+        offsets = np.arange(-self.half_width + 1, self.half_width + 1)  # input index minus floor(output time)
+        tau = np.arange(self.up)[:, None] / self.up - offsets[None, :]  # (up, taps): output time minus input time
+        window = np.i0(beta * np.sqrt(np.clip(1.0 - (tau / self.half_width) ** 2, 0.0, None))) / np.i0(beta)
+        table = cutoff * np.sinc(cutoff * tau) * window
+        self._table = (table / table.sum(axis=1, keepdims=True)).astype(np.float32)  # unit gain at DC per phase
+        self._offsets = offsets
+        self.reset()
+
+    def reset(self) -> None:
+        # Samples before the stream are zeros; `_start` is the absolute input index of `_buffer[0]`.
+        self._buffer = np.zeros(self.half_width, dtype=np.float32)
+        self._start = -self.half_width
+        self._next = 0  # next output index
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        """Resample the next chunk (float32, validated by the caller); returns what is ready so far."""
+        if self.up == self.down:
+            return samples
+        self._buffer = np.concatenate([self._buffer, samples])
+        end = self._start + len(self._buffer)  # absolute index one past the last input sample
+        # Output n needs inputs up to floor(n * down / up) + half_width.
+        stop = max(self._next, ((end - self.half_width) * self.up + self.down - 1) // self.down)
+        if stop == self._next:
+            return np.zeros(0, dtype=np.float32)
+        outputs = np.arange(self._next, stop)
+        base, phase = np.divmod(outputs * self.down, self.up)
+        index = base[:, None] - self._start + self._offsets[None, :]
+        result = np.einsum("ij,ij->i", self._buffer[index], self._table[phase]).astype(np.float32)
+        self._next = stop
+        keep_from = stop * self.down // self.up - self.half_width + 1
+        self._buffer = self._buffer[keep_from - self._start :]
+        self._start = keep_from
+        return result
+
+    def flush(self) -> np.ndarray:
+        """Return the samples held back by the lookahead (the stream is padded with zeros) and reset."""
+        if self.up == self.down:
+            return np.zeros(0, dtype=np.float32)
+        end = self._start + len(self._buffer)
+        missing = -(-end * self.up // self.down) - self._next  # ceil(inputs * up / down) outputs in all
+        tail = self(np.zeros(self.half_width + 1, dtype=np.float32))[: max(0, missing)]
+        self.reset()
+        return tail
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """A whole float32 clip from `orig_sr` to `target_sr` (`Resampler` then its flush)."""
+    if orig_sr == target_sr or not len(audio):
+        return np.asarray(audio, dtype=np.float32)
+    resampler = Resampler(orig_sr, target_sr)
+    return np.concatenate([resampler(np.asarray(audio, dtype=np.float32)), resampler.flush()])
+
+
+def read_audio_file(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """A recording (wav, flac, ogg, ...; any rate, channels averaged) as float32 mono samples and its rate.
+
+    Raises `ValueError` naming the file when it cannot be read or holds no samples.
+    """
+    import soundfile
+
+    try:
+        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises its own LibsndfileError, RuntimeError or OSError
+        raise ValueError(f"cannot read the recording {os.fspath(path)!r}: {error}") from error
+    if audio.shape[0] == 0:
+        raise ValueError(f"the recording {os.fspath(path)!r} holds no samples, expected a non-empty one")
+    return audio.mean(axis=1).astype(np.float32), int(rate)
+
+
+__all__ = ["SAMPLING_RATE", "Resampler", "as_float32_mono", "read_audio_file", "resample"]

@@ -1,0 +1,105 @@
+"""The messages a `DuplexSession`'s dispatcher thread takes from its inbox, one small frozen dataclass each.
+
+Every input of a session goes through one queue and is handled by one thread in arrival order: what the caller
+pushes (audio chunks, typed text, images, playback reports, flush), what the turn workers and the speech thread
+report (model events, finished turns, synthesized speech), and the session's own control (sync, stop).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .duplex_events import AudioOut, Event
+
+
+@dataclass(frozen=True, eq=False)
+class AudioChunk:
+    """A microphone chunk as the caller gave it (validated by the dispatcher, so a bad one becomes an error event)."""
+
+    samples: np.ndarray = field(repr=False)
+    sampling_rate: int
+
+
+@dataclass(frozen=True)
+class TypedText:
+    text: str
+
+
+@dataclass(frozen=True, eq=False)
+class ImageFrame:
+    image: Any = field(repr=False)
+
+
+@dataclass(frozen=True)
+class PlaybackReport:
+    """The caller's speaker plays the assistant's audio at this RMS, or stopped playing it (None)."""
+
+    rms: float | None
+
+
+@dataclass(frozen=True)
+class Flush:
+    """End of the input stream: close an open speech segment."""
+
+
+@dataclass(frozen=True)
+class WorkerEvent:
+    """An event made by a turn worker or the speech thread; the dispatcher stamps it with the audio clock."""
+
+    event: Event
+
+
+@dataclass(frozen=True)
+class TurnFinished:
+    turn_id: int
+
+
+@dataclass(frozen=True, eq=False)
+class SpeechReady:
+    """Speech synthesized for a piece of an answer, to be reported unless its turn was cut meanwhile."""
+
+    audio_out: AudioOut
+
+
+@dataclass(frozen=True, eq=False)
+class Sync:
+    """Set `done` once every message queued before this one is handled."""
+
+    done: threading.Event
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Ends the dispatcher (put by `close`)."""
+
+
+InboxMessage = (
+    AudioChunk
+    | TypedText
+    | ImageFrame
+    | PlaybackReport
+    | Flush
+    | WorkerEvent
+    | TurnFinished
+    | SpeechReady
+    | Sync
+    | Stop
+)
+
+__all__ = [
+    "AudioChunk",
+    "Flush",
+    "ImageFrame",
+    "InboxMessage",
+    "PlaybackReport",
+    "SpeechReady",
+    "Stop",
+    "Sync",
+    "TurnFinished",
+    "TypedText",
+    "WorkerEvent",
+]
