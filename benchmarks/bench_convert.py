@@ -1,12 +1,12 @@
 """Peak memory of the streaming weight conversion (`modeling_vita/convert_vita_original_to_hf.py`).
 
-Builds a synthetic checkpoint of about 2 GB in the ORIGINAL VITA-1.0 layout (reference section 2.4 of
-`shared/reference/vita_original.md`): a wide, shallow Mixtral (hidden 2048, 8 experts) in float32, sharded about
-500 MB a shard, plus the tiny vision and audio towers of the test helper. It then runs the conversion CLI in a fresh
-process and reports that process's peak resident set (`ru_maxrss` of the child, cross-checked by psutil polling),
-raw and with the baseline of a process that only imports the converter subtracted, against the largest input shard.
-Target: baseline-subtracted peak under 1.5x the largest input shard. The temporary folder is always removed.
-Run on demand: `python benchmarks/bench_convert.py [--layers 8] [--dtype float32] [--keep-going]`.
+Builds a synthetic checkpoint of about 2 GB in the ORIGINAL VITA-1.0 layout (the released keys and shapes): a wide,
+shallow Mixtral (hidden 2048, 8 experts) in float32, sharded about 500 MB a shard, plus the tiny vision and audio
+towers of the test helper. It then runs the conversion CLI in a fresh process and reports that process's peak resident
+set (`ru_maxrss` of the child, cross-checked by psutil polling), raw and with the baseline of a process that only
+imports the converter subtracted, against the largest input shard. Target: baseline-subtracted peak under 1.5x the
+largest input shard. The temporary folder is always removed. Run on demand: `python benchmarks/bench_convert.py
+[--layers 8] [--dtype float32] [--keep-going]`.
 """
 
 import argparse

@@ -1,8 +1,8 @@
 """Latency and memory of VITA's duplex session (`modeling_vita/duplex_session.py`) on CPU; prints a table.
 
 Run on demand: `python benchmarks/bench_duplex.py [--threads 1] [--repeats 5]`. Needs espeak-ng for the speech.
-What is measured, and the targets, follow `shared/design.md` section 4 (one model in two roles, an interrupted
-generation stops within one decoding step) and `shared/reference/duplex_anchors.md` section 2 (latency anchors):
+What is measured: one model in two roles, an interrupted generation that stops within one decoding step, and the
+latencies real-time voice systems are judged by:
 
     (a) VAD cost per 32 ms chunk on one thread: the Silero ONNX score alone, and the whole push path of a 48 kHz int16
         microphone chunk (resample to 16 kHz, frame, score, segment);

@@ -1,6 +1,6 @@
 """Speed of VITA's preprocessing (processing_vita) against the original recipe, printed as a table.
 
-Design: shared/design.md section 1 and reference/vita_original.md sections 3-4. Measures on one CPU thread
+Measures on one CPU thread
 (torch.set_num_threads(1)): the audio real-time factor (compute seconds per audio second) for 1/10/60 s clips, image
 tiling of a 12-megapixel photo and of the demo photo, and video sampling of the demo video. "Original recipe" is the
 plain path of the original code: torchaudio fbank + CMVN; PIL resize + crop of each tile + torchvision normalise;

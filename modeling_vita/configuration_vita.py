@@ -3,8 +3,10 @@
 Written in the transformers 5.x dataclass style (see `InternVLConfig` and `Gemma4Config` in transformers): typed
 fields with defaults, sub-configs declared in `sub_configs_defaults`. The defaults reproduce the shapes of the
 released VITA-1.0 checkpoint (Mixtral-8x7B with a 51,760-row vocabulary, InternViT-300M-448px, the 24-layer "whale"
-audio encoder with its CNN adapter); facts are in `shared/reference/vita_original.md`, sections 1 and 2.
+audio encoder with its CNN adapter).
 """
+
+import logging
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, InternVLVisionConfig, PreTrainedConfig
@@ -14,6 +16,8 @@ try:  # Hub remote code: a checkpoint folder holds processing_vita's files besid
     from .tokenization_vita import checked_state_tokens
 except ImportError:  # this project's source tree: processing_vita is a sibling package
     from processing_vita.tokenization_vita import checked_state_tokens
+
+logger = logging.getLogger(__name__)
 
 # InternViT-300M-448px expressed with transformers' native InternVL vision config. `use_mean_pooling=True` makes the
 # final layernorm an identity, as InternViT has none; the other settings match the original tower exactly.

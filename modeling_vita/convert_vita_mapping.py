@@ -4,15 +4,18 @@
 `revert_key` apply it. A name ending in `@...` addresses a piece of a tensor: on the original side
 `attn.qkv.weight@q` is the first third of InternViT's fused qkv; on the new side `experts.gate_up_proj@3.gate` is
 expert 3's w1 rows. With piece names the table is a bijection; `_Assembler` (streaming) and `convert_state_dict` /
-`revert_state_dict` (in memory) move the data. Sources: `shared/reference/vita_original.md` section 2.4 (original
-keys and shapes) and its section "10. Verified" (InternViT -> transformers InternVL renaming).
+`revert_state_dict` (in memory) move the data. The original keys and shapes are those of the released checkpoint;
+InternViT's keys are renamed to transformers' InternVL vision tower, whose qkv is split.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 # Shorthand for the named groups of TABLE: `{name}` becomes `(?P<name>...)` in the regex and `\g<name>` in the
 # replacement, so each row reads like the two key names it relates.

@@ -1,10 +1,6 @@
 """Convert an original VITA-1.0 checkpoint (LLaVA-style `VITAMixtralForCausalLM`) into a `VitaForConditionalGeneration`
 folder that loads with `from_pretrained` / `AutoModel.from_pretrained(..., trust_remote_code=True)`.
 
-Design: `shared/design.md` (layout, reuse of `InternVLVisionModel`), `shared/reference/vita_original.md` sections 1-2
-(original keys and shapes, 2.4) and its section "10. Verified" (InternViT -> InternVL renaming, qkv split), and
-`shared/reference/hf_conventions.md` 1.6 (Mixtral's fused experts in transformers 5.x).
-
 On-disk format: the transformers 5.x native layout, exactly the keys of `VitaForConditionalGeneration.state_dict()`,
 with Mixtral's experts fused (`mlp.experts.gate_up_proj` [E, 2I, H] = cat(w1, w3) per expert, `mlp.experts.down_proj`
 [E, H, I] = w2). This is what `save_pretrained(save_original_format=False)` writes; loading it needs no conversion
@@ -25,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import struct
@@ -51,6 +48,8 @@ from .convert_vita_mapping import (  # noqa: F401  (re-exported: the public conv
     revert_state_dict,
 )
 from .remote_code import write_remote_code
+
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------------- configuration

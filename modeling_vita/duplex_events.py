@@ -15,6 +15,7 @@ States are `VitaState` names; the strings a checkpoint writes for them are in it
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,6 +25,8 @@ try:  # Hub remote code: a checkpoint folder holds processing_vita's files besid
     from .tokenization_vita import VitaState
 except ImportError:  # this project's source tree: processing_vita is a sibling package
     from processing_vita.tokenization_vita import VitaState
+
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

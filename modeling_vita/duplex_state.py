@@ -31,6 +31,7 @@ Rules for events that come late or out of order:
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
@@ -57,6 +58,8 @@ from .duplex_events import (
     Turn,
     VitaState,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class DuplexState(str, Enum):

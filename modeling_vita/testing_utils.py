@@ -7,8 +7,11 @@ with `processing_vita.testing_utils.tiny_vita_processor()`: 0 `<unk>`, 1 `<s>`, 
 """
 
 import copy
+import logging
 
 from .configuration_vita import VitaConfig
+
+logger = logging.getLogger(__name__)
 
 TINY_VOCAB_SIZE = 1024
 TINY_TOKEN_IDS = {"unk": 0, "bos": 1, "eos": 2, "pad": 3, "image": 4, "video": 5, "audio": 6, "state": [7, 8, 9]}

@@ -1,8 +1,10 @@
 """VITA processing package: image tiling, video sampling, audio fbank, tokenizer tools and VitaProcessor.
 
-Design: shared/design.md sections 2-3. Flat package (no subfolders) because the same files are saved next to a
+Flat package (no subfolders) because the same files are saved next to a
 checkpoint as Hub remote code; modules import each other only relatively and never import `modeling_vita`.
 """
+
+import logging
 
 from .feature_extraction_vita import (
     VitaFeatureExtractor,
@@ -27,6 +29,8 @@ from .tokenization_vita import (
     train_extension_tokenizer,
 )
 from .video_processing_vita import VitaVideoProcessor, sample_frame_indices
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "AUDIO_TOKEN",

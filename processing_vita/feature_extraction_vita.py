@@ -1,10 +1,9 @@
 """Audio feature extractor of VITA: 16 kHz mono Kaldi fbank (80 bins, 25/10 ms) with global CMVN.
 
-Design: shared/design.md section 1 (audio) and reference/vita_original.md sections 1.5 and 4. The original
-multiplies the waveform by 2**15, calls `torchaudio.compliance.kaldi.fbank` and applies a global CMVN inside the
-encoder. Here the CMVN is part of the feature extractor (its statistics live in the processor config), the resampling
-bug of the original HF path (fbank called with the pre-resampling rate) is not reproduced, and dither is 0 so the
-features are deterministic.
+The original multiplies the waveform by 2**15, calls `torchaudio.compliance.kaldi.fbank` and applies a global CMVN
+inside the encoder. Here the CMVN is part of the feature extractor (its statistics live in the processor config), the
+resampling bug of the original HF path (fbank called with the pre-resampling rate) is not reproduced, and dither is 0
+so the features are deterministic.
 """
 
 from __future__ import annotations

@@ -1,15 +1,16 @@
 """VitaProcessor: one call turns text with `<image>`/`<video>`/`<audio>` placeholders plus media into model inputs.
 
-Design: shared/design.md section 3 (the public contract), reference/vita_original.md section 5.2 (prompt format
-`system:{SYS}</s>\\nuser:{Q}</s>\\nbot:` and the three system prompts) and reference/hf_conventions.md sections 1.4
-and 1.8 (placeholder expansion in the processor, left-padded text, right-padded audio, one processor_config.json and a
-chat_template.jinja). Each placeholder is expanded to exactly as many copies as the model will produce features:
-image_seq_length per tile, image_seq_length per video frame, and `get_audio_token_count(frames)` per audio clip.
-The chat template is plain jinja run by transformers' `apply_chat_template`, so other backbones can plug their own.
+The released prompt format is `system:{SYS}</s>\\nuser:{Q}</s>\\nbot:` with three system prompts (text, image, video).
+As transformers' multimodal processors do, placeholders are expanded here (left-padded text, right-padded audio, one
+processor_config.json and a chat_template.jinja). Each placeholder is expanded to exactly as many copies as the model
+will produce features: image_seq_length per tile, image_seq_length per video frame, and `get_audio_token_count(frames)`
+per audio clip. The chat template is plain jinja run by transformers' `apply_chat_template`, so other backbones can
+plug their own.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -24,6 +25,8 @@ from .feature_extraction_vita import VitaFeatureExtractor, get_audio_token_count
 from .image_processing_vita import VitaImageProcessor, flatten_images
 from .tokenization_vita import AUDIO_TOKEN, IMAGE_TOKEN, VIDEO_TOKEN, VitaState, checked_state_tokens, parse_state
 from .video_processing_vita import VitaVideoProcessor, flatten_videos
+
+logger = logging.getLogger(__name__)
 
 _BASE_PROMPT = (
     "You are an AI robot and your name is VITA. \n"

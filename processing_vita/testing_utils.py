@@ -1,6 +1,6 @@
 """Offline, fast test fixtures for the VITA processor: a tiny tokenizer with fixed special-token ids, a tiny processor.
 
-Design: shared/design.md sections 2-3 (tiny test configs). The ids below are a contract shared with the tiny
+The ids below are a contract shared with the tiny
 model config of `modeling_vita`'s tests: 0 <unk>, 1 <s>, 2 </s>, 3 <pad>, 4 <image>, 5 <video>, 6 <audio>, 7 <1>,
 8 <2>, 9 <3>, vocabulary size at most 1024. The tokenizer is a byte-level BPE trained in code on a small built-in
 English and Chinese text list, so any text encodes without <unk> and nothing is downloaded.
@@ -8,6 +8,7 @@ English and Chinese text list, so any text encodes without <unk> and nothing is 
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from typing import Any
 
@@ -17,6 +18,8 @@ from .feature_extraction_vita import VitaFeatureExtractor
 from .image_processing_vita import VitaImageProcessor
 from .processing_vita import VitaProcessor
 from .video_processing_vita import VitaVideoProcessor
+
+logger = logging.getLogger(__name__)
 
 TINY_TOKEN_IDS: dict[str, Any] = {
     "unk": 0,

@@ -1,10 +1,10 @@
 """VITA's audio encoder ("whale"): fbank frames -> LLM-width embeddings, 12.5 vectors a second.
 
-Structure follows the released encoder so converted weights load one to one (`shared/reference/vita_original.md`
-section 1.5): a Conv2d subsampling (4x in time), a linear embedding, 24 pre-norm transformer blocks whose attention
-adds Transformer-XL style biases (`pos_bias_u`, `pos_bias_v`, `linear_pos`; like the original, without the
-"rel_shift", so the position term biases each key by its absolute position), a final layer norm, then the CNN
-adapter (Conv1d stride 2, layer norm, GELU, linear) to the LLM width. Global CMVN lives in the feature extractor.
+Structure follows the released encoder so converted weights load one to one: a Conv2d subsampling (4x in time), a
+linear embedding, 24 pre-norm transformer blocks whose attention adds Transformer-XL style biases (`pos_bias_u`,
+`pos_bias_v`, `linear_pos`; like the original, without the "rel_shift", so the position term biases each key by its
+absolute position), a final layer norm, then the CNN adapter (Conv1d stride 2, layer norm, GELU, linear) to the LLM
+width. Global CMVN lives in the feature extractor.
 
 Two deliberate departures from the original, both about inference correctness:
 - attention is always full attention with a key-padding mask (the original could draw random chunk masks at
@@ -14,6 +14,7 @@ The module layout borrows from transformers' audio towers (`Qwen2AudioEncoder`):
 `GradientCheckpointingLayer` blocks and eager/SDPA attention.
 """
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -28,6 +29,8 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
 
 from .configuration_vita import VitaAudioEncoderConfig
+
+logger = logging.getLogger(__name__)
 
 
 def _subsampled_length(length):

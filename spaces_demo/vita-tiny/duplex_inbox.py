@@ -7,6 +7,7 @@ report (model events, finished turns, synthesized speech), and the session's own
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from .duplex_events import AudioOut, Event
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)

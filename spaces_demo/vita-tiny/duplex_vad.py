@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -31,6 +32,8 @@ import numpy as np
 
 from .duplex_audio_input import SAMPLING_RATE, Resampler, as_float32_mono
 from .duplex_events import Event, SpeechDiscarded, SpeechEnded, SpeechStarted
+
+logger = logging.getLogger(__name__)
 
 WINDOW_SIZE = 512  # Silero v5/v6 at 16 kHz takes exactly 512 new samples (32 ms) a call
 WINDOW_SECS = WINDOW_SIZE / SAMPLING_RATE

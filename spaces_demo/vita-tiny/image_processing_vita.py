@@ -1,15 +1,16 @@
 """Image processor of VITA: InternVL dynamic tiling (1..12 tiles of 448 plus a thumbnail) and ImageNet normalisation.
 
-Design: shared/design.md section 1 (vision) and reference/vita_original.md section 3.1 (`dynamic_preprocess` and
-`find_closest_aspect_ratio` of the original). transformers' GotOcr2 `get_optimal_tiled_canvas` is close but does not
-match the original exactly: it orders grids of equal area differently (the original sorts a Python `set`, GotOcr2 a
-nested loop), which changes the winner on exact aspect-ratio ties, and it resizes with torchvision instead of PIL.
-So the rule is written here and tested against an independent implementation of the reference rule.
+The tiling rule is the original's (`dynamic_preprocess` and `find_closest_aspect_ratio`). transformers' GotOcr2
+`get_optimal_tiled_canvas` is close but does not match the original exactly: it orders grids of equal area differently
+(the original sorts a Python `set`, GotOcr2 a nested loop), which changes the winner on exact aspect-ratio ties, and it
+resizes with torchvision instead of PIL. So the rule is written here and tested against an independent implementation
+of the reference rule.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.nn import functional as F
 from transformers import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
+
+logger = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

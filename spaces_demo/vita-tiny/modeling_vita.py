@@ -13,6 +13,7 @@ are in transformers' `MULTIMODAL_INPUTS_TO_DROP_OUTSIDE_PREFILL`).
 """
 
 import inspect
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +34,8 @@ from transformers.utils.generic import can_return_tuple
 from .audio_encoder import VitaAudioEncoder
 from .configuration_vita import VitaConfig
 from .remote_code import write_remote_code
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass

@@ -1,10 +1,9 @@
 """VITA's special tokens, state tokens and vocabulary-extension tools.
 
-Design: shared/design.md sections 1 and 4 and reference/vita_original.md sections 5.1 and 5.3. The released
-VITA-1.0 writes its state tokens `<1>`, `<2>`, `<3>` as literal strings, so by default they are not added as special
-tokens; `add_vita_special_tokens(..., state_tokens_as_special=True)` registers them for new trainings. The media
-placeholders `<image>`, `<video>`, `<audio>` are real added special tokens here (the original used out-of-vocabulary
-ids such as -200), so the processor can expand them and the model can find them by id.
+The released VITA-1.0 writes its state tokens `<1>`, `<2>`, `<3>` as literal strings, so by default they are not added
+as special tokens; `add_vita_special_tokens(..., state_tokens_as_special=True)` registers them for new trainings. The
+media placeholders `<image>`, `<video>`, `<audio>` are real added special tokens here (the original used
+out-of-vocabulary ids such as -200), so the processor can expand them and the model can find them by id.
 
 Stage 1 of VITA extends the vocabulary with Chinese pieces: `train_extension_tokenizer` learns candidate pieces from a
 corpus with `tokenizers`, `extend_tokenizer_vocabulary` appends them to a tokenizer without moving any existing id,
@@ -15,11 +14,14 @@ the old rows (a neutral start that keeps the initial output distribution close t
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 from transformers import AddedToken
+
+logger = logging.getLogger(__name__)
 
 IMAGE_TOKEN = "<image>"
 VIDEO_TOKEN = "<video>"

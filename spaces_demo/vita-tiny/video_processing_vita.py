@@ -1,10 +1,9 @@
 """Video processor of VITA: PyAV decoding, 1 fps sampling kept to 4..16 frames, one 448 tile per frame.
 
-Design: shared/design.md section 1 (video) and reference/vita_original.md section 3.2 (`_get_rawvideo_dec` of
-the original, which used decord). Sampling: stride = round(avg_fps); positions = range(0, last + 1, stride); more
-than 16 positions -> 16 of them picked by `np.linspace(0, len - 1, 16, dtype=int)`; fewer than 4 -> 4 picked the
-same way (positions repeat). Frames get CLIP-style preprocessing: shortest edge resized to `image_size` (bicubic),
-centre crop, ImageNet normalisation. No dynamic tiling on video frames.
+Sampling follows the original's `_get_rawvideo_dec` (which used decord): stride = round(avg_fps); positions = range(0,
+last + 1, stride); more than 16 positions -> 16 of them picked by `np.linspace(0, len - 1, 16, dtype=int)`; fewer than
+4 -> 4 picked the same way (positions repeat). Frames get CLIP-style preprocessing: shortest edge resized to
+`image_size` (bicubic), centre crop, ImageNet normalisation. No dynamic tiling on video frames.
 
 The class derives from transformers' `VideoProcessorMixin` (so `AutoVideoProcessor`, save/load and the processor's
 class checks work) but replaces the whole pipeline: the torchvision-based `BaseVideoProcessor` resizes differently
@@ -15,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +27,8 @@ from transformers import BatchFeature
 from transformers.video_processing_utils import VideoProcessorMixin
 
 from .image_processing_vita import IMAGENET_MEAN, IMAGENET_STD, load_image
+
+logger = logging.getLogger(__name__)
 
 
 def sample_frame_indices(num_frames: int, avg_fps: float, min_frames: int = 4, max_frames: int = 16) -> list[int]:

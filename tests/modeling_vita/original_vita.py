@@ -1,7 +1,7 @@
 """A tiny VITA-1.0 checkpoint in the ORIGINAL layout, and the original forward pass re-implemented on its state dict.
 
-Both are written from `shared/reference/vita_original.md` (sections 1.3-1.6 for the computation, 2.4 for the keys and
-shapes, 2.3 for the audio-encoder folder) with plain torch ops, and never call this project's model code, so that
+Both are written from the released VITA-1.0 code's computation, keys and shapes (and its audio-encoder folder) with
+plain torch ops, and never call this project's model code, so that
 comparing them with `VitaForConditionalGeneration` on converted weights is an independent check of the conversion.
 Dimensions are the tiny test ones: InternViT 32 wide, 2 layers, 56 px tiles of 14 px patches; whale encoder 32 wide,
 2 layers, 4 heads, FFN 64 on 80 mel bins; a Mixtral of width 64, 2 layers, 4 experts, vocabulary 1024.

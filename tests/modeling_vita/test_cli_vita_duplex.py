@@ -1,4 +1,4 @@
-"""Tests of the `vita-duplex` command line (`modeling_vita/cli_vita_duplex.py`; design in `shared/design.md` 3-4).
+"""Tests of the `vita-duplex` command line (`cli_vita_duplex.py`) and its timeline (`duplex_timeline.py`).
 
 A tiny random VITA and the tiny processor are saved to a folder and loaded back as remote code; two espeak-ng
 utterances separated by silence are played through the session; the printed timeline, the PNG and the spoken-answer

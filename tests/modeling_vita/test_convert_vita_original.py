@@ -1,7 +1,7 @@
 """Tests of `modeling_vita.convert_vita_original_to_hf` on a tiny checkpoint in the original VITA-1.0 layout.
 
 The checkpoint and the independent re-implementation of the original forward pass live in `original_vita.py`
-(written from `shared/reference/vita_original.md`); loading as Hub remote code runs through
+(written from the released code); loading as Hub remote code runs through
 `tests.utils.run_with_project_hidden`.
 """
 
