@@ -5,7 +5,7 @@ shallow Mixtral (hidden 2048, 8 experts) in float32, sharded about 500 MB a shar
 towers of the test helper. It then runs the conversion CLI in a fresh process and reports that process's peak resident
 set (`ru_maxrss` of the child, cross-checked by psutil polling), raw and with the baseline of a process that only
 imports the converter subtracted, against the largest input shard. Target: baseline-subtracted peak under 1.5x the
-largest input shard. The temporary folder is always removed. Run on demand: `python benchmarks/bench_convert.py
+largest input shard. The temporary folder is always removed. Run on demand: `python -m benchmarks.bench_convert
 [--layers 8] [--dtype float32] [--keep-going]`.
 """
 
@@ -55,7 +55,6 @@ def _llm_tensors(layers: int):
 def build_checkpoint(folder: Path, layers: int) -> None:
     """Write the synthetic checkpoint shard by shard. Runs in its own process (`--build`): the measuring parent must
     stay small, because a forked child starts with the parent's resident set and `ru_maxrss` would count it."""
-    sys.path.insert(0, str(REPO_ROOT))
     import torch
     from safetensors.torch import save_file
 

@@ -1,6 +1,6 @@
 """Latency and memory of VITA's duplex session (`modeling_vita/duplex_session.py`) on CPU; prints a table.
 
-Run on demand: `python benchmarks/bench_duplex.py [--threads 1] [--repeats 5]`. Needs espeak-ng for the speech.
+Run on demand: `python -m benchmarks.bench_duplex [--threads 1] [--repeats 5]`. Needs espeak-ng for the speech.
 What is measured: one model in two roles, an interrupted generation that stops within one decoding step, and the
 latencies real-time voice systems are judged by:
 
@@ -46,7 +46,6 @@ import numpy as np
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 from transformers import LogitsProcessor  # noqa: E402
 

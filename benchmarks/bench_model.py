@@ -3,7 +3,7 @@
 All three share the same weights where they share structure: the LLM (a small Mixtral), the InternViT tower and
 the 448 px tile. InternVL's projector adds a layer norm that VITA's has not; everything else is the same work, so
 the ratios show the cost of VITA's own code (placeholder checks, scatter, audio path when unused, wrappers).
-Run on demand: `python benchmarks/bench_model.py [--repeats 10] [--threads 2]`; it prints a table.
+Run on demand: `python -m benchmarks.bench_model [--repeats 10] [--threads 2]`; it prints a table.
 Peak memory is the growth of the resident set (peak minus start) in a fresh process per scenario.
 """
 
@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
 from transformers import InternVLConfig, InternVLForConditionalGeneration, MixtralForCausalLM  # noqa: E402
 

@@ -7,13 +7,12 @@ plain path of the original code: torchaudio fbank + CMVN; PIL resize + crop of e
 decoding every frame with PyAV (decord is not installed) then picking the sampled ones. Targets: audio RTF < 0.01,
 12 MP tiling < 150 ms.
 
-Run: python benchmarks/bench_processor.py
+Run: python -m benchmarks.bench_processor
 """
 
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,6 @@ import torchaudio
 from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
 
 from processing_vita.feature_extraction_vita import VitaFeatureExtractor  # noqa: E402

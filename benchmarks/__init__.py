@@ -1,0 +1,1 @@
+"""Speed, memory and quality benchmarks, run from the repository root as `python -m benchmarks.<name>`."""
