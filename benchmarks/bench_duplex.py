@@ -44,10 +44,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import LogitsProcessor
+
+from modeling_vita.generation_vita import prepare_turn_inputs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-
-from transformers import LogitsProcessor  # noqa: E402
 
 SR = 16_000
 # Big enough that a decode step takes a few ms on CPU (the tiny test model's ~0.5 ms step hides the overheads).
@@ -306,14 +307,7 @@ def memory_worker(mode: str, tokens: int) -> dict[str, float]:
     model, processor = build_model()
     if mode == "bare":
         messages = [{"role": "user", "content": [{"type": "audio", "audio": speech[0]}]}]
-        inputs = processor.apply_chat_template(
-            messages,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            sampling_rate=SR,
-        )
+        inputs = prepare_turn_inputs(processor, messages, model, sampling_rate=SR)
         with torch.inference_mode():
             model.generate(**inputs, max_new_tokens=tokens, do_sample=False, logits_processor=[ForceState(7, 2)])
     else:
