@@ -13,11 +13,11 @@ one format only, the "converted" one, one row per conversation:
 Media blocks carry no payload: the n-th image block of a row is `images[n]` (the layout TRL uses for its vision
 data sets). Assistant texts already start with their state token (`<1>`, `<2>` or `<3>`).
 
-    python recipes/data.py convert vita.json out_dir --media-root /data/vita
-    python recipes/data.py stats out_dir --media-root /data/vita [--processor path/to/vita]
-    python recipes/data.py smoke data/vita-smoke     # tiny synthetic data for recipes/vita-tiny/smoke.yaml
-    python recipes/data.py negatives in_dir out_dir --media-root /data/vita --count 1000 --snr-db 10
-    python recipes/data.py speak-questions in_dir out_dir --media-root /data/vita --fraction 0.5 --seed 0
+    python -m recipes.data convert vita.json out_dir --media-root /data/vita
+    python -m recipes.data stats out_dir --media-root /data/vita [--processor path/to/vita]
+    python -m recipes.data smoke data/vita-smoke     # tiny synthetic data for recipes/vita_tiny/smoke.yaml
+    python -m recipes.data negatives in_dir out_dir --media-root /data/vita --count 1000 --snr-db 10
+    python -m recipes.data speak-questions in_dir out_dir --media-root /data/vita --fraction 0.5 --seed 0
 
 `negatives` and `speak-questions` synthesize speech with a pluggable TTS (`modeling_vita.duplex_session`'s PiperTTS
 or EspeakTTS, or any object with `synthesize(text) -> (samples, sample_rate)`); their wavs go under the media root.
@@ -30,7 +30,6 @@ import json
 import os
 import random
 import re
-import sys
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -204,10 +203,6 @@ def make_tts(name: str | None = None) -> Any:
     """A TTS engine by name: "piper", "espeak", or None for Piper when it is importable, else espeak-ng."""
     if name is not None and name not in TTS_NAMES:
         raise ValueError(f"Unknown TTS {name!r}; expected one of {list(TTS_NAMES)}.")
-    # Run as a script, this file's folder is on sys.path, not the repository that holds `modeling_vita`.
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)
     from modeling_vita.duplex_session import EspeakTTS, PiperTTS
 
     if name == "espeak":
@@ -423,7 +418,7 @@ _SMOKE_ITEMS = [
 
 def write_smoke_data(folder: str | os.PathLike, with_video: bool = True, seed: int = 0) -> tuple[str, str]:
     """Write a handful of synthetic items (56 px noise images, 0.6-1.2 s noise clips, a 4-frame video) and their
-    converted data set; returns (dataset folder, media root). Used by `recipes/vita-tiny/smoke.yaml` and tests."""
+    converted data set; returns (dataset folder, media root). Used by `recipes/vita_tiny/smoke.yaml` and tests."""
     import datasets
     import numpy as np
     import soundfile
@@ -467,7 +462,7 @@ def main(argv: list[str] | None = None) -> None:
     stats.add_argument("input", help="converted data set folder or JSON lines file")
     stats.add_argument("--media-root", required=True)
     stats.add_argument("--processor", default=None, help="VITA checkpoint folder whose tokenizer counts tokens")
-    smoke = sub.add_parser("smoke", help="write a tiny synthetic data set (for recipes/vita-tiny/smoke.yaml)")
+    smoke = sub.add_parser("smoke", help="write a tiny synthetic data set (for recipes/vita_tiny/smoke.yaml)")
     smoke.add_argument("output", help="folder for media/ and dataset/")
     negatives = sub.add_parser("negatives", help="add noisy-audio rows (speech of answer sentences -> `<2>`)")
     speak = sub.add_parser("speak-questions", help="turn a fraction of the typed questions into spoken ones")

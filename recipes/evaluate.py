@@ -6,7 +6,7 @@ reference/vita_original.md section 5.3 (`<1>` spoken query, `<2>` noisy audio, `
 of section 6.3. Rows are in the converted format of `recipes/data.py`; the prompt of a row is rendered exactly as the
 training collator renders it (`recipes/collator.py`), up to and including the `bot:` of the last assistant turn.
 
-    python recipes/evaluate.py path/to/vita data/vita_eval --media-root /data/vita --output report.json
+    python -m recipes.evaluate path/to/vita data/vita_eval --media-root /data/vita --output report.json
 
 Metrics (every accuracy is correct / n, None when n is 0):
 - state: expected state = the reference answer's leading token, predicted = `processor.parse_response`; a 3x3
@@ -25,18 +25,13 @@ import json
 import os
 import re
 import string
-import sys
 from pathlib import Path
 from typing import Any
 
-_REPO_ROOT = str(Path(__file__).resolve().parents[1])
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+import torch
+from tqdm import tqdm
 
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from recipes.collator import render_segments  # noqa: E402
+from recipes.collator import render_segments
 
 STATES = {"<1>": "query_audio", "<2>": "noisy_audio", "<3>": "query_text"}
 STATE_NAMES = list(STATES.values())

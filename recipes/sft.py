@@ -6,7 +6,7 @@ multimodal model and collator, LoRA targets); layout of alignment-handbook / ope
 
 Usage:
 
-    accelerate launch --config_file recipes/accelerate_configs/ddp.yaml recipes/sft.py \\
+    accelerate launch --config_file recipes/accelerate_configs/ddp.yaml -m recipes.sft \\
         --config recipes/vita-mixtral-8x7b/stage3_multimodal_sft.yaml
 
 Stages (`stage:`), what they train (everything else is frozen):
@@ -24,22 +24,15 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-# `accelerate launch recipes/sft.py` puts recipes/ on the path, not the checkout; the recipes import each other.
-_REPO_ROOT = str(Path(__file__).resolve().parents[1])
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
-
-import datasets  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from accelerate import PartialState  # noqa: E402
-from transformers import set_seed  # noqa: E402
-from trl import (  # noqa: E402
+import datasets
+import torch
+import transformers
+from accelerate import PartialState
+from transformers import set_seed
+from trl import (
     ModelConfig,
     ScriptArguments,
     SFTConfig,
@@ -49,8 +42,8 @@ from trl import (  # noqa: E402
     get_quantization_config,
 )
 
-from recipes.collator import VitaDataCollator  # noqa: E402
-from recipes.data import convert_records, load_original_json  # noqa: E402
+from recipes.collator import VitaDataCollator
+from recipes.data import convert_records, load_original_json
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +179,7 @@ def load_train_dataset(script_args: VitaScriptArguments) -> datasets.Dataset:
     if "messages" not in dataset.column_names:
         raise ValueError(
             f"The data set has columns {dataset.column_names}; expected a `messages` column. Convert original VITA "
-            "JSON with `python recipes/data.py convert`."
+            "JSON with `python -m recipes.data convert`."
         )
     return dataset
 

@@ -4,5 +4,7 @@
   talk, English and Chinese text QA) in the converted format of `recipes/data.py`;
 - `recipes.vita_tiny.initialize` builds the starting point (English tokenizer, Chinese vocabulary extension, CMVN,
   processor, untrained model);
-- `recipes.vita_tiny.run` (`python -m recipes.vita_tiny`) runs everything and exports `spaces_demo/vita-tiny/`.
+- `recipes.vita_tiny.run` (`python -m recipes.vita_tiny`) runs everything and exports `spaces_demo/vita-tiny/`;
+- beside the code (package data): the four stage YAMLs run by `python -m recipes.sft`, `smoke.yaml` (a few-second CPU
+  run of a fresh tiny model), and README.md with the results and `training_curves.png`.
 """

@@ -29,6 +29,7 @@ import argparse
 import json
 import random
 import re
+import shutil
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -211,7 +212,11 @@ def _make_voice(voice: tuple[str, str, float], cache: dict[str, Any]) -> Any:
         if "piper" not in cache:
             cache["piper"] = make_tts("piper")
         return _PiperAtSpeed(cache["piper"], float(speed))
-    make_tts("espeak")  # puts the repository on sys.path and checks espeak-ng is installed
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError(
+            f"vita-tiny's data uses the espeak-ng voice {name!r}, but the espeak-ng executable is not on PATH; "
+            "install it (apt install espeak-ng)."
+        )
     from modeling_vita.duplex_session import EspeakTTS
 
     return EspeakTTS(voice=name, speed=int(speed))

@@ -1,14 +1,14 @@
 """The one command that makes vita-tiny: data, vocabulary extension, every training stage, evaluation, export.
 
-Design: the vita-tiny issue; the stages are the project's own recipes (`recipes/sft.py` with one YAML a stage under
-`recipes/vita-tiny/`, run as a user runs them, one subprocess each), evaluation is `recipes/evaluate.py` on the
+Design: the vita-tiny issue; the stages are the project's own recipes (`python -m recipes.sft` with one YAML a stage
+beside this file, run as a user runs them, one subprocess each), evaluation is `recipes/evaluate.py` on the
 held-out split, and the export is `pipeline("vita-duplex").save_pretrained`, so the committed checkpoint carries model,
 processor, chat template and remote code. Layout of open-r1's and alignment-handbook's recipe runners.
 
     python -m recipes.vita_tiny                     # everything, into spaces_demo/vita-tiny (make vita-tiny)
     python -m recipes.vita_tiny --small --max-steps 2 --export out/vt-smoke   # a smoke run, about a minute
 
-Steps and where they write (paths relative to the checkout):
+Steps and where they write (paths relative to the current directory, the checkout under `make vita-tiny`):
     data        data/vita-tiny (reused when its manifest matches; `--rebuild-data` forces)
     initialize  runs/vita-tiny/init: English tokenizer + Chinese extension, processor (short system prompts, CMVN
                 from the training speech), untrained model
@@ -18,8 +18,8 @@ Steps and where they write (paths relative to the checkout):
                 training pictures (the stand-in for InternViT; `pretrain_vision.py`)
     stages      runs/vita-tiny/stage1_llm -> stage2_vision_align -> stage2_audio_align -> stage3_multimodal_sft
     evaluate    runs/vita-tiny/eval.json (+ eval.txt)
-    export      spaces_demo/vita-tiny (model card with the evaluation table), recipes/vita-tiny/training_curves.png
-                and the results section of recipes/vita-tiny/README.md
+    export      spaces_demo/vita-tiny (model card with the evaluation table), recipes/vita_tiny/training_curves.png
+                and the results section of recipes/vita_tiny/README.md
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RECIPE_DIR = REPO_ROOT / "recipes" / "vita-tiny"
+# The stage YAMLs, README.md and training_curves.png sit beside this file (package data of recipes.vita_tiny).
+RECIPE_DIR = Path(__file__).resolve().parent
 STAGES = ("stage1_llm", "stage2_vision_align", "stage2_audio_align", "stage3_multimodal_sft")
 STAGE_DATA = {
     "stage1_llm": "llm_train",
@@ -69,16 +69,16 @@ def ensure_data(data_dir: Path, small: bool, rebuild: bool, seed: int) -> dict[s
 
 
 def run_stage(stage: str, data_dir: Path, work_dir: Path, previous: Path, extra: list[str]) -> Path:
-    """Run one stage's YAML through `recipes/sft.py` in a subprocess; returns its output folder."""
+    """Run one stage's YAML through `python -m recipes.sft` in a subprocess; returns its output folder."""
     output = work_dir / stage
     command = [
-        sys.executable, str(REPO_ROOT / "recipes" / "sft.py"), "--config", str(RECIPE_DIR / f"{stage}.yaml"),
+        sys.executable, "-m", "recipes.sft", "--config", str(RECIPE_DIR / f"{stage}.yaml"),
         "--model_name_or_path", str(previous), "--dataset_name", str(data_dir / STAGE_DATA[stage]),
         "--media_root", str(data_dir / "media"), "--output_dir", str(output), *extra,
     ]  # fmt: skip
     _log(f"{stage}: {' '.join(command[1:])}")
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    subprocess.run(command, check=True, cwd=REPO_ROOT, env=env)
+    subprocess.run(command, check=True, env=env)
     return output
 
 
@@ -212,6 +212,7 @@ def update_recipe_readme(summary: dict[str, Any]) -> None:
 def export_checkpoint(model_dir: Path, export: Path) -> None:
     """Save model + processor + remote code through the vita-duplex pipeline, in float32 (small enough), and the
     `vita-duplex` command's timeline renderer beside them."""
+    import importlib.util
     import shutil
 
     from transformers import AutoModelForCausalLM, AutoProcessor, pipeline
@@ -224,7 +225,7 @@ def export_checkpoint(model_dir: Path, export: Path) -> None:
         shutil.rmtree(export)
     pipeline("vita-duplex", model=model, processor=processor).save_pretrained(export)
     # The timeline renderer of the `vita-duplex` command (sibling imports only), for the Space's real-time tab.
-    shutil.copy(REPO_ROOT / "modeling_vita" / "cli_vita_duplex.py", export / "cli_vita_duplex.py")
+    shutil.copy(importlib.util.find_spec("modeling_vita.cli_vita_duplex").origin, export / "cli_vita_duplex.py")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -237,10 +238,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-steps", type=int, default=None, help="cap every stage at this many steps (smoke)")
     parser.add_argument("--eval-limit", type=int, default=None, help="evaluate the first N held-out rows only")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-readme", action="store_true", help="leave recipes/vita-tiny/README.md as it is")
+    parser.add_argument("--no-readme", action="store_true", help="leave recipes/vita_tiny/README.md as it is")
     args = parser.parse_args(argv)
-    root = lambda p: Path(p) if Path(p).is_absolute() else REPO_ROOT / p  # noqa: E731
-    data_dir, work_dir, export = root(args.data_dir), root(args.work_dir), root(args.export)
+    data_dir, work_dir, export = (Path(p).resolve() for p in (args.data_dir, args.work_dir, args.export))
     work_dir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     started = time.time()

@@ -163,7 +163,7 @@ def _accelerate(args: list[str], num_processes: int, config: str | None = None) 
         # Without a GPU, torchrun-started processes fall back to the gloo backend on CPU.
         config_file = REPO_ROOT / "recipes" / "accelerate_configs" / f"{config}.yaml"
         command += ["--config_file", str(config_file), "--mixed_precision", "no", "--main_process_port", "29533"]
-    command += [str(REPO_ROOT / "recipes" / "sft.py"), *args]
+    command += ["-m", "recipes.sft", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
