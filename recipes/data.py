@@ -19,8 +19,8 @@ data sets). Assistant texts already start with their state token (`<1>`, `<2>` o
     python -m recipes.data negatives in_dir out_dir --media-root /data/vita --count 1000 --snr-db 10
     python -m recipes.data speak-questions in_dir out_dir --media-root /data/vita --fraction 0.5 --seed 0
 
-`negatives` and `speak-questions` synthesize speech with a pluggable TTS (`modeling_vita.duplex_session`'s PiperTTS
-or EspeakTTS, or any object with `synthesize(text) -> (samples, sample_rate)`); their wavs go under the media root.
+`negatives` and `speak-questions` synthesize speech with a pluggable TTS (`modeling_vita`'s PiperTTS or EspeakTTS,
+or any object with `synthesize(text) -> (samples, sample_rate)`); their wavs go under the media root.
 """
 
 from __future__ import annotations
@@ -203,7 +203,7 @@ def make_tts(name: str | None = None) -> Any:
     """A TTS engine by name: "piper", "espeak", or None for Piper when it is importable, else espeak-ng."""
     if name is not None and name not in TTS_NAMES:
         raise ValueError(f"Unknown TTS {name!r}; expected one of {list(TTS_NAMES)}.")
-    from modeling_vita.duplex_session import EspeakTTS, PiperTTS
+    from modeling_vita import EspeakTTS, PiperTTS
 
     if name == "espeak":
         return EspeakTTS()

@@ -217,7 +217,7 @@ def _make_voice(voice: tuple[str, str, float], cache: dict[str, Any]) -> Any:
             f"vita-tiny's data uses the espeak-ng voice {name!r}, but the espeak-ng executable is not on PATH; "
             "install it (apt install espeak-ng)."
         )
-    from modeling_vita.duplex_session import EspeakTTS
+    from modeling_vita import EspeakTTS
 
     return EspeakTTS(voice=name, speed=int(speed))
 
