@@ -1,16 +1,18 @@
 # One place for the project's commands; README.md names them.
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
+# The exact tested versions (setup.cfg holds the supported ranges); every install below goes through it.
+CONSTRAINTS ?= constraints.txt
 
 .PHONY: install install-dev test test-slow test-all style quality bench vita-tiny demo
 
 install:
-	$(PIP) install -e .
+	$(PIP) install -e . -c $(CONSTRAINTS)
 	# silero-vad bundles its ONNX model; its extras and pins would pull an old torch, so no dependencies.
-	$(PIP) install --no-deps silero-vad==6.2.3
+	$(PIP) install --no-deps -c $(CONSTRAINTS) silero-vad
 
 install-dev: install
-	$(PIP) install -e ".[dev]"
+	$(PIP) install -e ".[dev]" -c $(CONSTRAINTS)
 
 test: install-dev
 	$(PYTHON) -m pytest -m "not slow" -q
@@ -39,5 +41,5 @@ vita-tiny: install-dev
 
 # The Gradio Space (spaces_demo/) on the embedded spaces_demo/vita-tiny, or on $VITA_MODEL; http://127.0.0.1:7860.
 demo: install
-	$(PIP) install -e ".[demo]"
+	$(PIP) install -e ".[demo]" -c $(CONSTRAINTS)
 	$(PYTHON) -m spaces_demo.app
