@@ -1,6 +1,6 @@
 """Tests of the vita-tiny recipe runner: the starting point (`recipes/vita_tiny/initialize.py`: English tokenizer,
 Chinese vocabulary extension, CMVN, processor, model) and, as a slow test, the whole one command on the small data
-build with two steps a stage (data -> 4 stages through recipes/sft.py -> evaluation -> export that loads)."""
+build with two steps a stage (data -> 4 stages through `python -m recipes.sft` -> evaluation -> export that loads)."""
 
 import json
 
