@@ -1,9 +1,9 @@
 """Input limits of the VITA Space: what one upload may weigh and last, checked before anything reaches the model.
 
-Design: issue #8 ("upload size and duration limits with clear messages; no reading of paths the user did not upload")
-and the error rule of `shared/reference/aesthetics.md` section 5 (a `ValueError` that names the value found and the
-one allowed). Gradio enforces the byte limit itself at upload time (`launch(max_file_size=...)`); the checks here
-repeat it for callers of the Python API and add what gradio cannot know: seconds of audio and video, megapixels.
+Issue #8 asks for upload size and duration limits with clear messages and no reading of paths the user did not
+upload. Each refusal is a `ValueError` that names the value found and the one allowed. Gradio enforces the byte limit
+itself at upload time (`launch(max_file_size=...)`); the checks here repeat it for callers of the Python API and add
+what gradio cannot know: seconds of audio and video, megapixels.
 
 Every loader takes a path that gradio wrote into its own upload folder and refuses any other (`check_upload`), so a
 crafted API call naming `/etc/passwd` is an error, not a read. Media are probed before they are decoded: the header
@@ -12,12 +12,18 @@ of an image gives its size, soundfile and PyAV give a duration without decoding 
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ def check_upload(path: str | os.PathLike, limits: Limits, kind: str, root: str |
     root = Path(root).resolve() if root is not None else upload_folder()
     resolved = Path(path).resolve()
     if not resolved.is_relative_to(root):
+        logger.warning("refused a %s path outside the upload folder: %s", kind, path)
         raise ValueError(f"The {kind} must be a file uploaded to this app; found {str(path)!r} outside {root}")
     if not resolved.is_file():
         raise ValueError(f"The {kind} upload {resolved.name!r} is missing; expected a file, upload it again")
@@ -83,7 +90,7 @@ def check_text(text: str | None, limits: Limits) -> str:
     return text
 
 
-def load_image(path: str | os.PathLike, limits: Limits, root: str | os.PathLike | None = None) -> Any:
+def load_image(path: str | os.PathLike, limits: Limits, root: str | os.PathLike | None = None) -> Image.Image:
     """An uploaded image as RGB PIL, refused before decoding when its header names too many pixels."""
     from PIL import Image, UnidentifiedImageError
 
