@@ -1,17 +1,18 @@
 """The VITA Space: chat with text, images, videos and audio, or talk in real time and interrupt the answer.
 
-Design: issue #8 and `shared/design.md` sections 3-4. Gradio 6 Blocks with two tabs over one model per process:
+Gradio 6 Blocks with two tabs over one model per process (issue #8):
     - Chat: a typed question, an image, a video and/or an audio clip (upload or microphone); the answer streams into a
-      `gr.Chatbot` with the state token of the turn as a badge ("answered query (audio)", "ignored: background talk",
-      "typed query"). The conversation is a `chat.ChatSession`.
+      `gr.Chatbot` with the state of the turn as a badge ("answered query (audio)", "ignored: background talk",
+      "typed query"; `chat.STATE_BADGES`). The conversation is a `chat.ChatSession`.
     - Real-time: the microphone streams through `gr.Audio(streaming=True).stream(...)` into a
       `realtime.RealtimeHandler` (fastrtc-style `receive`/`emit` over a `DuplexSession`): a live transcript of the
       events, the answer as it streams, interruptions, spoken answers and the timeline picture.
 
-Sessions: the model is loaded once (`runtime.load_runtime`) and shared read-only; each browser session gets its own
-`ChatSession` and `RealtimeHandler` in a `gr.State`, so two visitors never share a history. When a tab closes,
-`demo.unload` closes that session's objects at once (the `gr.State` `delete_callback` only runs an hour later in
-gradio 6, or when `time_to_live` expires, and is kept as a backstop).
+Sessions: the model is loaded once (`runtime.load_runtime`: the checkpoint's model and processor behind the installed
+`VitaDuplexPipeline`) and shared read-only; each browser session gets its own `ChatSession` and `RealtimeHandler` in
+a `gr.State`, so two visitors never share a history. When a tab closes, `demo.unload` closes that session's objects
+at once (the `gr.State` `delete_callback` only runs an hour later in gradio 6, or when `time_to_live` expires, and is
+kept as a backstop).
 
 Limits (`limits.Limits`): bytes per upload (`launch(max_file_size=...)` and again in Python), seconds of audio and
 video, megapixels, characters, seconds a real-time conversation may stream; each refusal is a `gr.Error` naming the
@@ -26,27 +27,42 @@ from __future__ import annotations
 
 import argparse
 import html
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import gradio as gr
+import numpy as np
+from PIL import Image
+
+from modeling_vita.duplex_speech_output import TTS_CHOICES, TTSEngine, make_tts
+from processing_vita import VitaState
 
 if __package__:
-    from .chat import ChatSession, ChatTurn
+    from .chat import STATE_BADGES, ChatSession, ChatTurn
     from .limits import Limits, check_text, check_video, load_audio, load_image
     from .realtime import RealtimeHandler, RealtimeView
-    from .runtime import TTS_CHOICES, VitaRuntime, default_history_turns, load_runtime, make_tts
+    from .runtime import VitaRuntime, default_history_turns, load_runtime
 else:  # `python app.py` on a Space: the siblings are top-level modules
-    from chat import ChatSession, ChatTurn
+    from chat import STATE_BADGES, ChatSession, ChatTurn
     from limits import Limits, check_text, check_video, load_audio, load_image
     from realtime import RealtimeHandler, RealtimeView
-    from runtime import TTS_CHOICES, VitaRuntime, default_history_turns, load_runtime, make_tts
+    from runtime import VitaRuntime, default_history_turns, load_runtime
+
+logger = logging.getLogger(__name__)
+
+ChatbotMessage = dict[str, str | dict[str, str]]  # a gradio 6 Chatbot message: text or {"path": media file}
+SessionObject = ChatSession | RealtimeHandler
+Skip = dict  # what `gr.skip()` returns: that output keeps its value
+Clip = tuple[int, np.ndarray]  # (sampling rate, int16 samples) for a `gr.Audio`
+# The real-time outputs (each may be skipped): handler, transcript HTML, answer, spoken clip, timeline picture.
+RealtimeOutputs = tuple[RealtimeHandler | None, str | Skip, str | Skip, Clip | Skip | None, Image.Image | Skip | None]
 
 TITLE = "VITA: omni multimodal chat and real-time voice"
 TIMELINE_EVERY_SECS = 2.0
-# Badge colours follow the timeline picture of `cli_vita_duplex` (query blue, typed purple, noise grey).
+# Badge colours follow the timeline picture of `duplex_timeline` (query blue, typed purple, noise grey).
 CSS = """
 .vita-badge { display: inline-block; padding: 1px 9px; margin-right: 6px; border-radius: 999px;
               font-size: 0.8em; font-weight: 600; color: #fff; background: #3c3c3c; }
@@ -61,14 +77,20 @@ CSS = """
 
 
 def badge_html(state: str, label: str) -> str:
+    """A badge for a `VitaState` (or "error", "deciding"); the state names its CSS class."""
     # The state goes in a class: the Chatbot's HTML sanitizer keeps classes but drops data-* attributes.
     return f'<span class="vita-badge vita-{state}">{html.escape(label)}</span>'
 
 
-def chat_messages(turns: Sequence[ChatTurn]) -> list[dict[str, Any]]:
+def state_legend(state_tokens: dict[VitaState, str]) -> str:
+    """The badges and the state token the checkpoint writes for each, for the page's header."""
+    return ", ".join(f"**{STATE_BADGES[state]}** `{state_tokens[state]}`" for state in VitaState)
+
+
+def chat_messages(turns: Sequence[ChatTurn]) -> list[ChatbotMessage]:
     """The Chatbot value (gradio 6 messages) for a conversation: the user's media and text, then the answer with its
     badge. Rendering from the session's turns keeps what is shown and what the model remembers the same."""
-    messages: list[dict[str, Any]] = []
+    messages: list[ChatbotMessage] = []
     for turn in turns:
         for path in (turn.image_path, turn.video, turn.audio_path):
             if path:
@@ -93,7 +115,7 @@ def transcript_html(lines: Sequence[str], kinds: Sequence[str]) -> str:
     return f'<div class="vita-transcript">{rows or "Press record and speak; events appear here."}</div>'
 
 
-def _close_quietly(value: Any) -> None:
+def _close_quietly(value: SessionObject | None) -> None:
     """`gr.State` delete callback: close a session object gradio drops (it may already be closed by `unload`)."""
     if value is not None:
         value.close()
@@ -115,7 +137,7 @@ class VitaSpace:
     def __init__(
         self,
         runtime: VitaRuntime,
-        tts: Any | None = None,
+        tts: TTSEngine | None = None,
         limits: Limits | None = None,
         max_new_tokens: int = 64,
         max_history_turns: int = 4,
@@ -129,18 +151,18 @@ class VitaSpace:
         self.max_history_turns = max_history_turns
         self.upload_root = upload_root
         self.session_kwargs = {"max_history_turns": max_history_turns, **session_kwargs}
-        self._open: dict[str, list[Any]] = {}  # browser session hash -> objects to close when it leaves
+        self._open: dict[str, list[SessionObject]] = {}  # browser session hash -> objects to close when it leaves
         self._lock = threading.Lock()
 
     # -- sessions ------------------------------------------------------------------------------------------------
 
-    def _register(self, request: gr.Request | None, value: Any) -> None:
+    def _register(self, request: gr.Request | None, value: SessionObject) -> None:
         key = getattr(request, "session_hash", None)
         if key is not None:
             with self._lock:
                 self._open.setdefault(key, []).append(value)
 
-    def _forget(self, value: Any) -> None:
+    def _forget(self, value: SessionObject) -> None:
         with self._lock:
             for values in self._open.values():
                 if value in values:
@@ -183,7 +205,7 @@ class VitaSpace:
         audio: str | None,
         session: ChatSession | None,
         request: gr.Request,
-    ) -> Iterator[tuple[Any, ...]]:
+    ) -> Iterator[tuple[list[ChatbotMessage], ChatSession, str, None, None, None]]:
         """Answer one question; yields (chatbot, session, cleared text, image, video and audio inputs)."""
         turn = self._chat_turn(text, image, video, audio)
         if session is None or session.closed:
@@ -198,11 +220,12 @@ class VitaSpace:
             for _ in answers:
                 yield (chat_messages(session.turns), session, *cleared)
         except Exception as error:
+            logger.exception("the chat turn failed")
             raise gr.Error(f"The model failed on this question: {error}") from error
         finally:
             answers.close()  # the browser went away mid-answer: stop the generation now, not at garbage collection
 
-    def chat_reset(self, session: ChatSession | None) -> tuple[list[Any], ChatSession | None]:
+    def chat_reset(self, session: ChatSession | None) -> tuple[list[ChatbotMessage], ChatSession | None]:
         if session is not None:
             session.reset()
         return [], session
@@ -215,7 +238,7 @@ class VitaSpace:
             self._register(request, handler)
         return handler
 
-    def _realtime_outputs(self, handler: RealtimeHandler, view: RealtimeView, final: bool = False) -> tuple[Any, ...]:
+    def _realtime_outputs(self, handler: RealtimeHandler, view: RealtimeView, final: bool = False) -> RealtimeOutputs:
         # Gradio 6 sends the microphone in 0.1 s chunks and skips the ones that arrive while a chunk is being handled,
         # so a chunk's reply must be cheap: unchanged outputs are skipped and the picture is redrawn at most every
         # TIMELINE_EVERY_SECS (and always when the recording stops).
@@ -235,8 +258,8 @@ class VitaSpace:
         return handler, transcript, answer, speech, timeline
 
     def realtime_chunk(
-        self, chunk: tuple[int, Any] | None, handler: RealtimeHandler | None, request: gr.Request
-    ) -> tuple[Any, ...]:
+        self, chunk: Clip | None, handler: RealtimeHandler | None, request: gr.Request
+    ) -> RealtimeOutputs:
         """One microphone chunk in; the transcript, answer, next spoken clip and (if changed) the timeline out."""
         handler = self._handler(handler, request)
         if chunk is not None:
@@ -246,13 +269,15 @@ class VitaSpace:
                 raise gr.Error(str(error)) from error
         return self._realtime_outputs(handler, handler.emit())
 
-    def realtime_stop(self, handler: RealtimeHandler | None) -> tuple[Any, ...]:
+    def realtime_stop(self, handler: RealtimeHandler | None) -> RealtimeOutputs:
         """The recording stopped: finish the pending turns and draw the final timeline."""
         if handler is None:
             return None, transcript_html([], []), "", gr.skip(), None
         return self._realtime_outputs(handler, handler.finish(), final=True)
 
-    def realtime_image(self, image: str | None, handler: RealtimeHandler | None, request: gr.Request) -> Any:
+    def realtime_image(
+        self, image: str | None, handler: RealtimeHandler | None, request: gr.Request
+    ) -> RealtimeHandler | None:
         """A picture the spoken questions may be about."""
         if not image:
             return handler
@@ -264,7 +289,7 @@ class VitaSpace:
         handler.show_image(picture)
         return handler
 
-    def realtime_reset(self, handler: RealtimeHandler | None) -> tuple[Any, ...]:
+    def realtime_reset(self, handler: RealtimeHandler | None) -> RealtimeOutputs:
         if handler is not None:
             handler.close()
             self._forget(handler)
@@ -279,9 +304,9 @@ class VitaSpace:
             gr.Markdown(
                 f"# {TITLE}\n"
                 "Ask by typing, by voice, about an image or a video. Every answer opens with a state token, shown as "
-                "a badge: **answered query (audio)** `<1>`, **ignored: background talk** `<2>`, **typed query** "
-                f"`<3>`. Limits: {limits.max_file_mb:g} MB a file, audio {limits.max_audio_secs:g} s, video "
-                f"{limits.max_video_secs:g} s, images {limits.max_image_megapixels:g} megapixels."
+                f"a badge: {state_legend(self.runtime.state_tokens)}. Limits: {limits.max_file_mb:g} MB a file, "
+                f"audio {limits.max_audio_secs:g} s, video {limits.max_video_secs:g} s, images "
+                f"{limits.max_image_megapixels:g} megapixels."
             )
             with gr.Tab("Chat", id="chat"):
                 chat_state = gr.State(None, delete_callback=_close_quietly)
@@ -375,7 +400,7 @@ def build_demo(
         max_history_turns = default_history_turns(runtime.model_path)
     space = VitaSpace(
         runtime,
-        tts=make_tts(runtime, tts),
+        tts=make_tts(tts),
         limits=limits,
         max_new_tokens=max_new_tokens,
         max_history_turns=max_history_turns,

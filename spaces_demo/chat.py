@@ -1,43 +1,52 @@
-"""The chat tab's conversation: typed, spoken, image and video questions, answers streamed with their state token.
+"""The chat tab's conversation: typed, spoken, image and video questions, answers streamed with their state.
 
-Design: `shared/design.md` sections 1 and 3 (every answer opens with a state token: `<1>` a spoken query, `<2>` noisy
-audio not meant for the assistant, `<3>` a typed query; the processor takes images, videos and audio through one
-chat template) and issue #8 (the state shown as a badge per turn, multi-turn history, one conversation per browser
-session). It follows the rule of `VitaDuplexPipeline`: without audio the state is forced to `<3>`, with audio the model
-decides. Unlike the pipeline, which answers one turn, a `ChatSession` keeps the history and streams the answer.
+Every VITA answer opens with a state token (`VitaState`: a spoken query, noisy audio not meant for the assistant, a
+typed query; the strings are the checkpoint's `state_tokens`). The chat follows the rule of `VitaDuplexPipeline`:
+without audio the state is forced to `query_text`, with audio the model decides. Unlike the pipeline, which answers
+one turn, a `ChatSession` keeps the history (one conversation per browser session) and streams the answer.
 
-History follows the duplex state machine (`duplex_state.py`): an exchange enters the prompt only once it is answered;
-a `<2>` turn (background talk) is shown with its badge but never enters the prompt; answers go back to the model with
-their state token, as it was trained. Media of past turns stay in the prompt (the last `max_history_turns` exchanges),
-so a follow-up question about the same picture works.
+History follows the duplex state machine (`modeling_vita/duplex_state.py`): an exchange enters the prompt only once
+it is answered; a `noisy_audio` turn (background talk) is shown with its badge but never enters the prompt; answers
+go back to the model as assistant messages with their `"state"`, and the chat template writes the state token before
+them, as the model was trained. Media of past turns stay in the prompt (the last `max_history_turns` exchanges), so a
+follow-up question about the same picture works.
 
-Generation is transformers-native, as in `duplex_session.py`: `model.generate` runs in a worker thread with the state
-constraint (`StateTokenLogitsProcessor`), a streamer hands the tokens over, and an `InterruptStoppingCriteria` ends it
-at `<2>` (it acts as EOS) or when the reader goes away (the browser left mid-answer). The pure parts (what goes into
-the prompt, how an answer reads) are plain functions; the thread is the edge.
+A turn runs as the pipeline's and the session's do (`modeling_vita/generation_vita.py`): `prepare_turn_inputs`
+builds the inputs, `run_turn` is the one `generate` call, on a worker thread, and a `VitaTurnStreamer` reports the
+decision and the text deltas through its callbacks into a queue the answer's iterator reads. The streamer stops a
+noisy turn at its state token; closing the iterator (the browser went away) sets the streamer's stop event, which
+ends `generate` within one decoding step.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from transformers import LogitsProcessorList, StoppingCriteriaList
+from PIL import Image
+
+from modeling_vita.generation_vita import VitaTurnStreamer, prepare_turn_inputs, run_turn
+from processing_vita import VitaState
 
 if TYPE_CHECKING:
     from .runtime import VitaRuntime
 
-SAMPLING_RATE = 16_000
+logger = logging.getLogger(__name__)
+
 STATE_BADGES = {
-    "query_audio": "answered query (audio)",
-    "noisy_audio": "ignored: background talk",
-    "query_text": "typed query",
+    VitaState.QUERY_AUDIO: "answered query (audio)",
+    VitaState.NOISY_AUDIO: "ignored: background talk",
+    VitaState.QUERY_TEXT: "typed query",
 }
+ANSWERED_STATES = (VitaState.QUERY_AUDIO, VitaState.QUERY_TEXT)
+
+ContentPart = dict[str, str | Image.Image | tuple[np.ndarray, int]]
+Message = dict[str, str | VitaState | list[ContentPart]]
 
 
 @dataclass
@@ -49,19 +58,19 @@ class ChatTurn:
         image: a PIL image shown with the question; `image_path` is its upload (for display only).
         video: path of an uploaded video (the processor samples its frames).
         audio: `(float32 mono samples, sampling_rate)` of a spoken question or recording; `audio_path` for display.
-        state: the state the answer opened with, once known ("query_audio", "noisy_audio" or "query_text").
+        state: the state the answer opened with, once known.
         answer: the answer text without the state token, as streamed so far.
         done: the answer is complete (or the turn failed, see `error`).
         error: why the turn failed, if it did.
     """
 
     text: str = ""
-    image: Any = None
+    image: Image.Image | None = None
     image_path: str | None = None
     video: str | None = None
     audio: tuple[np.ndarray, int] | None = None
     audio_path: str | None = None
-    state: str | None = None
+    state: VitaState | None = None
     answer: str = ""
     done: bool = False
     error: str | None = None
@@ -69,15 +78,15 @@ class ChatTurn:
     @property
     def answered(self) -> bool:
         """A complete answer to a query (it goes into the next prompts)."""
-        return self.done and self.error is None and self.state in ("query_audio", "query_text")
+        return self.done and self.error is None and self.state in ANSWERED_STATES
 
     @property
     def badge(self) -> str:
-        return STATE_BADGES.get(self.state or "", "deciding…")
+        return STATE_BADGES[self.state] if self.state is not None else "deciding…"
 
-    def user_content(self) -> list[dict[str, Any]]:
+    def user_content(self) -> list[ContentPart]:
         """The content parts of this question for the processor's chat template (media first, then the text)."""
-        content: list[dict[str, Any]] = []
+        content: list[ContentPart] = []
         if self.image is not None:
             content.append({"type": "image", "image": self.image})
         if self.video is not None:
@@ -89,68 +98,48 @@ class ChatTurn:
         return content
 
 
-def prompt_messages(history: list[ChatTurn], turn: ChatTurn, state_tokens: dict[str, str]) -> list[dict[str, Any]]:
-    """The conversation for the chat template: the answered exchanges of `history`, then the new question."""
-    messages: list[dict[str, Any]] = []
+def prompt_messages(history: list[ChatTurn], turn: ChatTurn) -> list[Message]:
+    """The conversation for the chat template: the answered exchanges of `history`, then the new question.
+
+    Answers carry their `"state"`; the chat template writes the checkpoint's state token before each one.
+    """
+    messages: list[Message] = []
     for past in history:
         if not past.answered:
             continue  # background talk and failed turns are not part of the conversation
         messages.append({"role": "user", "content": past.user_content()})
-        messages.append({"role": "assistant", "content": f"{state_tokens[past.state]} {past.answer}".strip()})
+        messages.append({"role": "assistant", "content": past.answer, "state": past.state})
     messages.append({"role": "user", "content": turn.user_content()})
     return messages
 
 
-class _TokenQueue:
-    """A transformers streamer that hands generated token ids to the reading thread through a queue.
+@dataclass(frozen=True)
+class _Decided:
+    state: VitaState
 
-    It reads the state token as it completes and sets `stop` on `<2>`, so the noisy turn ends at once (the pipeline
-    does the same with a stopping criterion).
-    """
 
-    _END = object()
+@dataclass(frozen=True)
+class _Said:
+    delta: str
 
-    def __init__(self, noisy_spelling: list[int], stop: threading.Event) -> None:
-        self.noisy = list(noisy_spelling)
-        self.stop = stop
-        self.queue: queue.Queue = queue.Queue()
-        self.prompt_seen = False
-        self.generated: list[int] = []
 
-    def put(self, value: torch.Tensor) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True  # generate() first passes the prompt
-            return
-        tokens = [int(token) for token in value.reshape(-1).tolist()]
-        self.generated.extend(tokens)
-        if self.generated[: len(self.noisy)] == self.noisy:
-            self.stop.set()
-        self.queue.put(tokens)
+@dataclass(frozen=True)
+class _Ended:
+    error: Exception | None = None
 
-    def end(self) -> None:
-        self.queue.put(self._END)
 
-    def fail(self, error: BaseException) -> None:
-        self.queue.put(error)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        while True:
-            item = self.queue.get()
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+_Update = _Decided | _Said | _Ended
 
 
 class ChatSession:
     """One browser session's conversation with the shared model.
 
     Args:
-        runtime: the loaded model and the code it came with (`runtime.VitaRuntime`).
+        runtime: the loaded model (`runtime.VitaRuntime`).
         max_new_tokens: longest answer in tokens.
         max_history_turns: answered exchanges kept in the prompt (older ones stay visible but are not sent).
-        generation_kwargs: more arguments for `generate` (greedy decoding by default).
+        generation_kwargs: more arguments for `generate` (greedy decoding by default; a `logits_processor` list
+            runs after the state constraint).
     """
 
     def __init__(
@@ -158,7 +147,7 @@ class ChatSession:
         runtime: VitaRuntime,
         max_new_tokens: int = 64,
         max_history_turns: int = 4,
-        generation_kwargs: dict[str, Any] | None = None,
+        generation_kwargs: dict[str, object] | None = None,
     ) -> None:
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, found {max_new_tokens}")
@@ -192,7 +181,8 @@ class ChatSession:
         self._halt()
 
     def ask(self, turn: ChatTurn) -> Iterator[ChatTurn]:
-        """Answer `turn`, yielding it each time its state or answer grows; it is appended to `turns` at once.
+        """Answer `turn`, yielding it each time its answer grows and once when it is done; it is appended to `turns`
+        at once.
 
         Closing the iterator early (the browser went away) stops the generation within one decoding step.
         """
@@ -203,83 +193,66 @@ class ChatSession:
                 "A question needs typed text or audio; found neither (an image or video alone is no question)"
             )
         self._halt()  # one answer at a time per conversation
-        spellings = self.runtime.state_spellings
-        state_tokens = self.runtime.events.STATE_TOKENS
-        inputs = self._inputs(prompt_messages(self.history, turn, state_tokens))
+        runtime = self.runtime
+        inputs = prepare_turn_inputs(runtime.processor, prompt_messages(self.history, turn), runtime.model)
         self.turns.append(turn)
-        # The pipeline's rule: a question without audio is a typed query; with audio the model decides.
-        allowed = [spellings["query_text"]] if turn.audio is None else list(spellings.values())
-        stop = threading.Event()
-        streamer = _TokenQueue(spellings["noisy_audio"], stop)
-        worker = threading.Thread(
-            target=self._generate, args=(inputs, allowed, stop, streamer), name="vita-chat-turn", daemon=True
+        updates: queue.Queue[_Update] = queue.Queue()
+        streamer = VitaTurnStreamer(
+            runtime.processor.tokenizer,
+            runtime.state_spellings,
+            on_state=lambda state: updates.put(_Decided(state)),
+            on_text=lambda delta: updates.put(_Said(delta)),
         )
-        self._running = (stop, worker)
+        # The pipeline's rule: a question without audio is a typed query; with audio the model decides.
+        allowed = [VitaState.QUERY_TEXT] if turn.audio is None else None
+        worker = threading.Thread(
+            target=self._generate, args=(inputs, streamer, allowed, updates), name="vita-chat-turn", daemon=True
+        )
+        running = (streamer.stop, worker)
+        self._running = running
         worker.start()
-        parse_state = self.runtime.generation.parse_state
-        generated: list[int] = []
+        said = ""
         try:
-            for tokens in streamer:
-                generated.extend(tokens)
-                state, rest = parse_state(generated, spellings)
-                if state is None:
-                    continue  # the state token is not complete yet
-                turn.state = state
-                if state == "noisy_audio":
-                    break  # `<2>`: nothing to say
-                text = self.runtime.processor.decode(rest, skip_special_tokens=True)
-                text = text.lstrip().rstrip("\ufffd")  # an unfinished multi-byte character waits for its next token
-                if text != turn.answer:
-                    turn.answer = text
+            while True:
+                update = updates.get()
+                if isinstance(update, _Ended):
+                    if update.error is not None:
+                        raise update.error
+                    break
+                if isinstance(update, _Decided):
+                    turn.state = update.state
+                    if update.state is VitaState.NOISY_AUDIO:
+                        break  # nothing to say; the streamer has stopped the generation
+                    continue
+                said += update.delta
+                if said.lstrip() != turn.answer:
+                    turn.answer = said.lstrip()
                     yield turn
             if turn.state is None:
-                raise ValueError("the answer opens with no state token; expected <1>, <2> or <3>")
+                tokens = ", ".join(runtime.state_tokens.values())
+                raise ValueError(f"the answer opens with no state token; expected one of {tokens}")
             turn.answer = turn.answer.strip()
         except Exception as error:
             turn.error = f"{type(error).__name__}: {error}"
             raise
         finally:
             turn.done = True
-            self._halt((stop, worker))  # only its own generation: a newer question may be running already
+            self._halt(running)  # only its own generation: a newer question may be running already
         yield turn
 
-    def _inputs(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        inputs = self.runtime.processor.apply_chat_template(
-            messages,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            sampling_rate=SAMPLING_RATE,
-        )
-        model = self.runtime.model
-        # Media features go in the model's dtype (bf16 on a GPU), ids stay integers.
-        return {
-            key: value.to(model.device, dtype=model.dtype if value.is_floating_point() else None)
-            if torch.is_tensor(value)
-            else value
-            for key, value in inputs.items()
-        }
-
     def _generate(
-        self, inputs: dict[str, Any], allowed: list[list[int]], stop: threading.Event, streamer: _TokenQueue
+        self,
+        inputs: dict[str, object],
+        streamer: VitaTurnStreamer,
+        allowed: list[VitaState] | None,
+        updates: queue.Queue[_Update],
     ) -> None:
-        generation = self.runtime.generation
-        kwargs = dict(self.generation_kwargs)
-        processors = list(kwargs.pop("logits_processor", None) or [])
         try:
-            with torch.inference_mode():
-                self.runtime.model.generate(
-                    **inputs,
-                    logits_processor=LogitsProcessorList([generation.StateTokenLogitsProcessor(allowed), *processors]),
-                    stopping_criteria=StoppingCriteriaList([generation.InterruptStoppingCriteria(stop)]),
-                    streamer=streamer,
-                    **kwargs,
-                )
+            run_turn(self.runtime.model, inputs, streamer, allowed, self.generation_kwargs)
         except Exception as error:  # handed to the reader, which raises it where the user sees it
-            streamer.fail(error)
+            updates.put(_Ended(error))
             return
-        streamer.end()
+        updates.put(_Ended())
 
     def _halt(self, running: tuple[threading.Event, threading.Thread] | None = None) -> None:
         """Stop a generation (default: the current one) and wait for its thread."""
@@ -287,10 +260,12 @@ class ChatSession:
         if running is None:
             return
         stop, worker = running
+        if worker.is_alive():
+            logger.debug("stopping the answer running on %s", worker.name)
         stop.set()
         worker.join()
         if self._running == running:
             self._running = None
 
 
-__all__ = ["STATE_BADGES", "ChatSession", "ChatTurn", "prompt_messages"]
+__all__ = ["ANSWERED_STATES", "STATE_BADGES", "ChatSession", "ChatTurn", "prompt_messages"]

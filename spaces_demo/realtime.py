@@ -1,12 +1,12 @@
 """The real-time tab's handler: microphone chunks in, a live transcript, the answer, spoken clips and a timeline out.
 
 Design: the smallest real-time handler of fastrtc (`ReplyOnPause`: `receive(frame)` takes input, `emit()` hands out
-what is ready; `shared/reference/aesthetics.md` section 1.8) over VITA's `DuplexSession` (`shared/design.md` sections
-3-4), which already owns the VAD, the two model roles, interruption and speech synthesis in its threads, on top of
-the pure state machine of `modeling_vita/duplex_state.py`. This class adds only what a browser needs and stays a
-plain object, testable without one: chunks as gradio sends them (`(rate, int16 array)`, mono or stereo), a transcript
-of the events, the answer being streamed, a playback queue for the spoken sentences, and the timeline picture drawn
-by `cli_vita_duplex.draw_timeline` (the same renderer as the `vita-duplex` command).
+what is ready) over VITA's `DuplexSession` (`modeling_vita/duplex_session.py`), which already owns the VAD, the two
+model roles, interruption and speech synthesis in its threads, on top of the pure state machine of
+`modeling_vita/duplex_state.py`. This class adds only what a browser needs and stays a plain object, testable without
+one: chunks as gradio sends them (`(rate, int16 array)`, mono or stereo), a transcript of the events, the answer being
+streamed, a playback queue for the spoken sentences, and the timeline picture drawn by
+`modeling_vita.duplex_timeline.draw_timeline` (the same renderer as the `vita-duplex` command).
 
 Playback: gradio's streaming audio output needs ffmpeg on the server and cannot be cut once sent, so spoken clips go
 out one by one through a plain autoplaying `gr.Audio`: the next clip is released when the previous one has played
@@ -25,19 +25,46 @@ that guard off by default (`echo_margin_db=-inf`); pass a finite margin for a se
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
+
+from modeling_vita.duplex_audio_input import as_float32_mono, resample
+from modeling_vita.duplex_events import (
+    AudioOut,
+    Error,
+    Event,
+    Ignored,
+    Interrupted,
+    ResponseDone,
+    SpeechDiscarded,
+    SpeechEnded,
+    SpeechStarted,
+    StateDecided,
+    TextDelta,
+)
+from modeling_vita.duplex_speech_output import TTSEngine
+from modeling_vita.duplex_timeline import describe, draw_timeline
+from processing_vita import VitaState
 
 if TYPE_CHECKING:
     from .limits import Limits
     from .runtime import VitaRuntime
 
+logger = logging.getLogger(__name__)
+
 ENVELOPE_RATE = 1_000  # samples a second kept of the microphone for the timeline's waveform (block peaks)
 CUT_SECS = 0.05  # the silence that replaces a clip still playing when its answer is interrupted
-STATE_LINES = {"query_audio": "answered query (audio)", "noisy_audio": "background talk", "query_text": "typed query"}
+STATE_LINES = {
+    VitaState.QUERY_AUDIO: "answered query (audio)",
+    VitaState.NOISY_AUDIO: "background talk",
+    VitaState.QUERY_TEXT: "typed query",
+}
 
 
 @dataclass
@@ -60,32 +87,19 @@ class RealtimeView:
 
 
 def _as_float_mono(samples: np.ndarray) -> np.ndarray:
+    """A microphone chunk as float32 mono: each channel of `(samples, channels)` scaled as the session scales a
+    chunk (`as_float32_mono`: int16 by 1/32768, floats kept), then averaged."""
     samples = np.asarray(samples)
-    if samples.dtype == np.int16:
-        samples = samples.astype(np.float32) / 32768.0  # what gradio's microphone hands out
-    elif samples.dtype.kind == "f":
-        samples = samples.astype(np.float32)
-    else:
-        raise ValueError(f"A microphone chunk must hold int16 or float samples, found {samples.dtype}")
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1)
-    elif samples.ndim != 1:
-        raise ValueError(f"A microphone chunk must be 1-D or (samples, channels), found shape {samples.shape}")
-    return samples
-
-
-def _resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
-    if rate == target or not len(audio):
-        return audio
-    positions = np.arange(int(len(audio) * target / rate)) * rate / target
-    return np.interp(positions, np.arange(len(audio)), audio).astype(np.float32)
+    if samples.ndim == 2 and samples.shape[1] > 1:
+        return np.mean([as_float32_mono(channel) for channel in samples.T], axis=0, dtype=np.float32)
+    return as_float32_mono(samples)
 
 
 class RealtimeHandler:
     """One browser session's live conversation: `receive` microphone chunks, `emit` what to show and play.
 
     Args:
-        runtime: the loaded model and the code it came with (`runtime.VitaRuntime`).
+        runtime: the loaded model (`runtime.VitaRuntime`); its `new_session` makes the `DuplexSession`.
         tts: a speech engine (`synthesize(text) -> (samples, rate)`) or None for text answers only.
         limits: `max_realtime_secs` bounds the audio one conversation may stream.
         clock: wall clock in seconds for the playback queue (tests pass a fake one).
@@ -96,9 +110,9 @@ class RealtimeHandler:
     def __init__(
         self,
         runtime: VitaRuntime,
-        tts: Any | None = None,
+        tts: TTSEngine | None = None,
         limits: Limits | None = None,
-        clock: Any = time.monotonic,
+        clock: Callable[[], float] = time.monotonic,
         **session_kwargs: Any,
     ) -> None:
         self.runtime = runtime
@@ -106,10 +120,10 @@ class RealtimeHandler:
         self.clock = clock
         session_kwargs.setdefault("echo_margin_db", float("-inf"))  # see the module docstring
         self.session = runtime.new_session(tts=tts, **session_kwargs)
-        self.events: list[Any] = []
+        self.events: list[Event] = []
         self._envelope: list[np.ndarray] = []
         self._received_secs = 0.0
-        self._lines: list[list[Any]] = []  # [key, text]; an answer's line is rewritten as its text grows
+        self._lines: list[list[str]] = []  # [kind, text]; an answer's line is rewritten as its text grows
         self._answer_line: dict[int, int] = {}
         self._answers: dict[int, str] = {}
         self._answers_started: dict[int, float] = {}
@@ -144,7 +158,7 @@ class RealtimeHandler:
             self._envelope.append(np.abs(samples[:usable]).reshape(-1, block).max(axis=1))
         self.session.push_audio(samples, int(rate))
 
-    def show_image(self, image: Any) -> None:
+    def show_image(self, image: Image.Image) -> None:
         """A picture the next questions may be about (the session keeps the latest frames as visual context)."""
         self.session.push_image(image)
 
@@ -188,12 +202,10 @@ class RealtimeHandler:
     def answer(self) -> str:
         return self._answers.get(self._latest_turn, "") if self._latest_turn is not None else ""
 
-    def timeline(self, width: int = 1000) -> Any | None:
-        """The event timeline as a PIL image (`cli_vita_duplex.draw_timeline`), or None without that module."""
-        if self.runtime.cli is None:
-            return None
+    def timeline(self, width: int = 1000) -> Image.Image:
+        """The event timeline as a PIL image (`duplex_timeline.draw_timeline` over the microphone's envelope)."""
         envelope = np.concatenate(self._envelope) if self._envelope else np.zeros(1, dtype=np.float32)
-        return self.runtime.cli.draw_timeline(self.events, envelope, ENVELOPE_RATE, width=width)
+        return draw_timeline(self.events, envelope, ENVELOPE_RATE, width=width)
 
     def close(self) -> None:
         """Stop the session's turns and threads. Idempotent."""
@@ -203,28 +215,28 @@ class RealtimeHandler:
 
     # -- bookkeeping ---------------------------------------------------------------------------------------------
 
-    def _line(self, event: Any, label: str, details: str = "") -> None:
+    def _line(self, event: Event, label: str, details: str = "") -> None:
+        # The event's type name is the line's kind: the page styles lines by it (`vita-interrupted`, ...).
         self._lines.append([event.type, f"{event.time:6.2f} s · {label}" + (f" · {details}" if details else "")])
 
-    def _record(self, event: Any) -> bool:
-        kind = event.type
-        if kind == "audio_out":
+    def _record(self, event: Event) -> bool:
+        """Note one event; True when it changes the timeline picture."""
+        self.events.append(event)  # the timeline draws every event, the spoken clips included
+        if isinstance(event, AudioOut):
             if len(event.audio) and event.turn_id not in self._interrupted:
                 self._clips.append((event.turn_id, event.audio, event.sampling_rate))
-            self.events.append(event)  # the timeline draws the spoken clips
             return True
-        self.events.append(event)
-        describe = self.runtime.cli.describe if self.runtime.cli is not None else (lambda event: "")
-        if kind == "speech_started":
+        if isinstance(event, SpeechStarted):
             self._line(event, "speech started")
-        elif kind == "speech_ended":
+            return False
+        if isinstance(event, SpeechEnded):
             self._line(event, "speech segment", describe(event))
-        elif kind == "speech_discarded":
+        elif isinstance(event, SpeechDiscarded):
             self._line(event, "too short, dropped", describe(event))
-        elif kind == "state_decided":
-            token = self.runtime.events.STATE_TOKENS[event.state]
+        elif isinstance(event, StateDecided):
+            token = self.runtime.state_tokens[event.state]
             self._line(event, f"{token} {STATE_LINES[event.state]}", f"turn {event.turn_id}")
-        elif kind == "text_delta":
+        elif isinstance(event, TextDelta):
             # One line per answer, rewritten as it grows; it keeps the time its first words came.
             first = self._answers_started.setdefault(event.turn_id, event.time)
             self._answers[event.turn_id] = self._answers.get(event.turn_id, "") + event.text
@@ -236,17 +248,18 @@ class RealtimeHandler:
                 self._answer_line[event.turn_id] = len(self._lines)
                 self._lines.append(["answer", text])
             return False
-        elif kind == "response_done":
+        elif isinstance(event, ResponseDone):
             self._line(event, "answer done", f"turn {event.turn_id}")
-        elif kind == "interrupted":
+        elif isinstance(event, Interrupted):
             self._line(event, "INTERRUPTED", f"turn {event.turn_id} stopped after {event.text!r}")
             self._interrupted.add(event.turn_id)
             self._drop_clips(event.turn_id)
-        elif kind == "ignored":
+        elif isinstance(event, Ignored):
             self._line(event, "ignored: background talk", f"turn {event.turn_id}, the answer goes on")
-        elif kind == "error":
+        elif isinstance(event, Error):
+            logger.warning("real-time session error at %.2f s: %s", event.time, event.message)
             self._line(event, "error", event.message)
-        return kind != "speech_started"
+        return True
 
     def _drop_clips(self, turn_id: int) -> None:
         if any(clip_turn == turn_id for clip_turn, _, _ in self._clips) or self.clock() < self._playing_until:
@@ -264,7 +277,7 @@ class RealtimeHandler:
             return None
         # Everything queued goes out as one clip at the first clip's rate; it plays to its end before the next.
         rate = self._clips[0][2]
-        audio = np.concatenate([_resample(samples, clip_rate, rate) for _, samples, clip_rate in self._clips])
+        audio = np.concatenate([resample(samples, clip_rate, rate) for _, samples, clip_rate in self._clips])
         self._clips = []
         self._playing_until = now + len(audio) / rate
         return rate, (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)

@@ -1,11 +1,13 @@
 """Tests of the Space as a program (`spaces_demo/app.py`, `runtime.py`, README front matter, requirements.txt).
 
-Importing the app must load nothing and serve nothing; the Blocks must be wired as the page needs; the model is chosen
-by `--model`, `$VITA_MODEL` or the embedded folder; and the Space must work where only `spaces_demo/` and a checkpoint
-exist (this project hidden, VITA's code coming from the checkpoint as remote code).
+Importing the app must load no model and serve nothing; the Blocks must be wired as the page needs; the model is
+chosen by `--model`, `$VITA_MODEL` or the embedded folder; and the Space must work from its own folder with the
+installed packages and a checkpoint: the checkpoint's own modeling and processing code, the installed pipeline,
+session and events (a checkpoint's stale pipeline or session files are never imported).
 """
 
 import configparser
+import os
 import re
 import shutil
 import subprocess
@@ -15,10 +17,13 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
+from packaging.specifiers import SpecifierSet
 
+from modeling_vita import duplex_speech_output
+from modeling_vita.duplex_events import ResponseDone, TextDelta
+from processing_vita import VitaState
 from spaces_demo import app as space_app
 from spaces_demo import runtime as space_runtime
-from tests.utils import run_with_project_hidden
 
 SPACE_DIR = Path(space_app.__file__).resolve().parent
 REPO_ROOT = SPACE_DIR.parent
@@ -33,7 +38,8 @@ def test_importing_the_app_loads_no_model_and_starts_nothing():
         loaded = [name for name in sys.modules if name.startswith("transformers_modules")]
         assert not loaded, loaded
         assert threading.active_count() == before, [t.name for t in threading.enumerate()]
-        assert "modeling_vita" not in sys.modules  # VITA's code only arrives with a model
+        # The Space builds on the installed packages, imported statically (no module looked up at run time).
+        assert "modeling_vita.pipeline_vita_duplex" in sys.modules and "processing_vita" in sys.modules
         print("IMPORT_OK")
         """
     )
@@ -70,6 +76,13 @@ def test_build_demo_wires_both_tabs_without_launching(tiny_runtime):
     assert demo.vita_space.tts is None and demo.vita_space.runtime is tiny_runtime
 
 
+def test_the_page_names_each_badge_with_the_checkpoints_state_token():
+    tokens = {VitaState.QUERY_AUDIO: "[ask]", VitaState.NOISY_AUDIO: "[noise]", VitaState.QUERY_TEXT: "[typed]"}
+    assert space_app.state_legend(tokens) == (
+        "**answered query (audio)** `[ask]`, **ignored: background talk** `[noise]`, **typed query** `[typed]`"
+    )
+
+
 def test_the_model_comes_from_the_argument_then_the_environment_then_the_embedded_folder(tmp_path, monkeypatch):
     embedded = tmp_path / "vita-tiny"
     monkeypatch.setattr(space_runtime, "DEFAULT_MODEL_DIR", embedded)
@@ -96,32 +109,50 @@ def test_main_without_a_model_exits_with_a_clear_message(tmp_path, monkeypatch, 
 
 
 def test_tts_choice(tiny_runtime):
-    assert space_runtime.make_tts(tiny_runtime, "none") is None
+    assert space_app.make_tts is duplex_speech_output.make_tts  # one make_tts in the project
+    assert space_app.build_parser().parse_args(["--tts", "espeak"]).tts == "espeak"
+    assert space_app.build_demo(runtime=tiny_runtime, tts="none").vita_space.tts is None
     with pytest.raises(ValueError, match=r"one of \('auto', 'piper', 'espeak', 'none'\), found 'say'"):
-        space_runtime.make_tts(tiny_runtime, "say")
+        space_app.build_demo(runtime=tiny_runtime, tts="say")
     if shutil.which("espeak-ng"):
-        engine = space_runtime.make_tts(tiny_runtime, "espeak")
-        audio, rate = engine.synthesize("Five.\x00")  # a NUL from a random model must not reach espeak-ng
+        engine = space_app.build_demo(runtime=tiny_runtime, tts="espeak").vita_space.tts
+        assert isinstance(engine, duplex_speech_output.EspeakTTS)
+        # A NUL from a random model must not reach espeak-ng: the session's speaker (what the real-time tab speaks
+        # through) removes it before synthesis.
+        spoken, failed = [], []
+        speaker = duplex_speech_output.AnswerSpeaker(engine, spoken.append, failed.append)
+        speaker.feed(TextDelta(0.0, text="Five.\x00", turn_id=1))
+        speaker.feed(ResponseDone(0.0, turn_id=1))
+        speaker.close()  # speaks what was queued, then stops
+        assert not failed and len(spoken) == 1, failed
+        audio, rate = spoken[0].audio, spoken[0].sampling_rate
         assert rate > 8_000 and len(audio) > rate // 10
 
 
-def _pins(lines):
-    pins = {}
+def _requirements(lines):
+    """`{name: specifier}` of requirement lines ("" for an unpinned name); comments and blank lines skipped."""
+    found = {}
     for line in lines:
         line = line.split("#")[0].strip()
         if line:
-            name, version = re.split(r"(?:==|>=)", line)
-            pins[name.strip().lower()] = line[len(name) :].strip()
-    return pins
+            name = re.match(r"[A-Za-z0-9._-]+", line)[0]
+            found[name.lower()] = line[len(name) :].strip()
+    return found
 
 
-def test_requirements_match_setup_cfg_and_the_front_matter():
+def test_requirements_match_setup_cfg_constraints_and_the_front_matter():
     setup = configparser.ConfigParser()
     setup.read(REPO_ROOT / "setup.cfg")
-    declared = _pins(setup["options"]["install_requires"].splitlines())
-    declared.update(_pins(setup["options.extras_require"]["demo"].splitlines()))
-    required = _pins((SPACE_DIR / "requirements.txt").read_text().splitlines())
-    assert {name: required.get(name) for name in declared} == declared
+    declared = _requirements(setup["options"]["install_requires"].splitlines())
+    declared.update(_requirements(setup["options.extras_require"]["demo"].splitlines()))
+    tested = _requirements((REPO_ROOT / "constraints.txt").read_text().splitlines())
+    required = _requirements((SPACE_DIR / "requirements.txt").read_text().splitlines())
+    assert required.pop("vita-hf") == ""  # this project: the Space builds on its installed packages
+    # Every dependency of the project and of its demo extra, at the version the tests ran with (within setup.cfg's
+    # range), and nothing else but the VAD model's wheel.
+    assert required == {name: tested[name] for name in [*declared, "silero-vad"]}
+    for name, specifier in declared.items():
+        assert required[name].removeprefix("==") in SpecifierSet(specifier), (name, required[name], specifier)
     assert required["silero-vad"] == "==6.2.3"  # the Makefile's pin: the VAD model ships in that wheel
 
     front = re.match(r"^---\n(.*?)\n---\n", (SPACE_DIR / "README.md").read_text(), re.S)[1]
@@ -131,9 +162,15 @@ def test_requirements_match_setup_cfg_and_the_front_matter():
     assert {"suggested_hardware", "python_version", "title", "emoji"} <= set(fields) and "models:" in front
 
 
+STALE = 'raise ImportError("a stale copy of the pipeline code: the Space must not import it")\n'
+
+
 @pytest.mark.slow
-def test_the_space_runs_from_its_folder_and_a_checkpoint_alone(tmp_path):
-    """`app.py` as a Space runs it: a folder with the Space's files and `vita-tiny/`, this project not importable."""
+def test_the_space_runs_from_its_folder_on_the_installed_packages_and_the_checkpoints_model_code(tmp_path):
+    """`app.py` as a Space runs it: the Space's files and a checkpoint in one folder, `vita-hf` installed. The
+    processor runs the checkpoint's own code (the model runs the class the installed `modeling_vita` registers, which
+    transformers 5 prefers to the folder's copy); the pipeline, session and events are the installed ones, so a
+    checkpoint whose pipeline and session files are stale (as in one exported by older code) still serves."""
     import torch
     from transformers import pipeline
 
@@ -146,38 +183,43 @@ def test_the_space_runs_from_its_folder_and_a_checkpoint_alone(tmp_path):
     torch.manual_seed(0)
     model = VitaForConditionalGeneration(tiny_vita_config()).eval()
     pipeline("vita-duplex", model=model, processor=tiny_vita_processor()).save_pretrained(space / "vita-tiny")
-    stdout = run_with_project_hidden(
+    stale = ["pipeline_vita_duplex", "duplex_session", "duplex_events", "cli_vita_duplex"]
+    for name in stale:
+        (space / "vita-tiny" / f"{name}.py").write_text(STALE)
+    probe = textwrap.dedent(
         f"""
         import sys
         import numpy as np
         sys.path.insert(0, {str(space)!r})
         import app  # as `python app.py` on a Space: the siblings are top-level modules
-        demo = app.build_demo(tts="none", max_new_tokens=6)
-        space = demo.vita_space
-        assert type(space.runtime.pipe).__module__.startswith("transformers_modules"), type(space.runtime.pipe)
-        assert space.runtime.cli is None  # the checkpoint has no cli_vita_duplex.py yet
-        *_, (chatbot, session, *_) = space.chat("What colour is the shape?", None, None, None, None, None)
-        assert "vita-badge vita-query_text" in chatbot[-1]["content"], chatbot
-        handler = space._handler(None, None)
-        handler.receive((48000, np.zeros(4800, np.int16)))
-        assert handler.timeline() is None and handler.emit().transcript == []
-        handler.close()
+        import modeling_vita
+        from modeling_vita.duplex_events import Event
 
-        # Copied into the checkpoint, the timeline module is found there and draws.
-        import shutil
-        shutil.copy({str(REPO_ROOT / "modeling_vita" / "cli_vita_duplex.py")!r}, {str(space / "vita-tiny")!r})
-        runtime = app.load_runtime()
-        assert runtime.cli is not None and runtime.cli.__name__.startswith("transformers_modules")
-        handler = app.RealtimeHandler(runtime)
+        assert "spaces_demo" not in sys.modules and app.__file__.startswith({str(space)!r}), app.__file__
+        demo = app.build_demo(tts="none", max_new_tokens=6)  # the model of `vita-tiny/` beside app.py
+        runtime = demo.vita_space.runtime
+        assert type(runtime.processor).__module__.startswith("transformers_modules"), type(runtime.processor)
+        assert type(runtime.pipe) is modeling_vita.VitaDuplexPipeline, type(runtime.pipe)
+        *_, (chatbot, session, *_) = demo.vita_space.chat("What colour is the shape?", None, None, None, None, None)
+        assert "vita-badge vita-query_text" in chatbot[-1]["content"], chatbot
+        handler = demo.vita_space._handler(None, None)
+        assert type(handler.session) is modeling_vita.DuplexSession
         handler.receive((48000, np.zeros(4800, np.int16)))
-        assert handler.timeline().size == (1000, 420)
+        assert handler.emit().transcript == [] and handler.timeline().size == (1000, 420)
+        handler.session.push_text("What is two plus three?")
+        assert handler.finish().transcript and all(isinstance(event, Event) for event in handler.events)
         handler.close()
-        assert not [name for name in sys.modules if name.split(".")[0] in ("modeling_vita", "processing_vita")]
+        loaded = [name.rpartition(".")[2] for name in sys.modules if name.startswith("transformers_modules")]
+        assert not set(loaded) & set({stale!r}), loaded
         print("SPACE_OK")
-        """,
-        tmp_path,
+        """
     )
-    assert "SPACE_OK" in stdout
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": "", "HF_HUB_OFFLINE": "1"}
+    env.pop("VITA_MODEL", None)
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0 and "SPACE_OK" in result.stdout, result.stderr[-3000:]
 
 
 def test_the_embedded_vita_tiny_answers_each_question_alone_other_checkpoints_keep_a_history(tiny_runtime, tmp_path):

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from modeling_vita.generation_vita import prepare_turn_inputs
+from processing_vita import VitaState
 from spaces_demo.app import VitaSpace, chat_messages
 from spaces_demo.chat import ChatSession, ChatTurn, prompt_messages
-
-TOKENS = {"query_audio": "<1>", "noisy_audio": "<2>", "query_text": "<3>"}
 
 
 def _image(colour="red"):
@@ -36,30 +36,36 @@ def _answer(session, turn):
 def test_typed_question_with_an_image_is_a_typed_query_streamed_token_by_token(tiny_runtime, no_thread_left):
     session = ChatSession(tiny_runtime, max_new_tokens=8)
     turn, updates = _answer(session, ChatTurn(text="What colour is the shape?", image=_image()))
-    assert turn.state == "query_text" and turn.done and turn.answered and turn.badge == "typed query"
-    assert len(updates) >= 2 and all(state == "query_text" for state, _ in updates)
+    assert turn.state is VitaState.QUERY_TEXT and turn.done and turn.answered and turn.badge == "typed query"
+    assert len(updates) >= 2 and all(state is VitaState.QUERY_TEXT for state, _ in updates)
     texts = [text for _, text in updates]
     assert all(later.startswith(earlier.rstrip()) for earlier, later in zip(texts, texts[1:]))  # it grows
-    for token in TOKENS.values():
+    assert tiny_runtime.state_tokens == {"query_audio": "<1>", "noisy_audio": "<2>", "query_text": "<3>"}
+    for token in tiny_runtime.state_tokens.values():
         assert token not in turn.answer
     assert session.turns == [turn] and session.history == [turn]
 
 
 def test_background_talk_gets_its_badge_but_stays_out_of_the_next_prompt(tiny_runtime, scripted, no_thread_left):
-    generation_kwargs, _ = scripted([("query_audio", 3), ("noisy_audio", 0), ("query_audio", 3)])
+    generation_kwargs, _ = scripted(
+        [(VitaState.QUERY_AUDIO, 3), (VitaState.NOISY_AUDIO, 0), (VitaState.QUERY_AUDIO, 3)]
+    )
     session = ChatSession(tiny_runtime, generation_kwargs=generation_kwargs)
     spoken, _ = _answer(session, ChatTurn(audio=_noise(seed=1)))
     talk, updates = _answer(session, ChatTurn(audio=_noise(seed=2)))
-    assert spoken.state == "query_audio" and spoken.answered and spoken.badge == "answered query (audio)"
-    assert talk.state == "noisy_audio" and talk.answer == "" and not talk.answered
-    assert talk.badge == "ignored: background talk" and updates == [("noisy_audio", "")]
+    assert spoken.state is VitaState.QUERY_AUDIO and spoken.answered and spoken.badge == "answered query (audio)"
+    assert talk.state is VitaState.NOISY_AUDIO and talk.answer == "" and not talk.answered
+    assert talk.badge == "ignored: background talk" and updates == [(VitaState.NOISY_AUDIO, "")]
     assert session.turns == [spoken, talk] and session.history == [spoken]
 
     follow_up = ChatTurn(text="And now?")
-    messages = prompt_messages(session.history, follow_up, TOKENS)
+    messages = prompt_messages(session.history, follow_up)
     assert [message["role"] for message in messages] == ["user", "assistant", "user"]
     assert messages[0]["content"] == [{"type": "audio", "audio": spoken.audio}]
-    assert messages[1]["content"] == f"<1> {spoken.answer}".strip()  # answers go back with their state token
+    # Answers go back with their state; the chat template writes its token before the answer, as VITA was trained.
+    assert messages[1] == {"role": "assistant", "content": spoken.answer, "state": VitaState.QUERY_AUDIO}
+    prompt = tiny_runtime.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert f"<1> {spoken.answer}".strip() in prompt and "<2>" not in prompt and "<3>" not in prompt
 
 
 def test_a_video_goes_to_the_processor_as_a_video(tiny_runtime, tmp_path):
@@ -75,13 +81,13 @@ def test_a_video_goes_to_the_processor_as_a_video(tiny_runtime, tmp_path):
         container.mux(stream.encode())
     session = ChatSession(tiny_runtime, max_new_tokens=4)
     turn = ChatTurn(text="Which way does the shape move?", video=str(path))
-    inputs = session._inputs(prompt_messages([], turn, TOKENS))
+    inputs = prepare_turn_inputs(tiny_runtime.processor, prompt_messages([], turn), tiny_runtime.model)
     assert "pixel_values_videos" in inputs and "pixel_values" not in inputs
     assert inputs["video_num_frames"].tolist() == [4]  # 2 s at 4 fps: one frame a second, at least 4 (VITA's rule)
     prompt = tiny_runtime.processor.decode(inputs["input_ids"][0])
     assert "<video>" in prompt and "<image>" not in prompt
     answered, _ = _answer(session, turn)
-    assert answered.state == "query_text" and answered.done
+    assert answered.state is VitaState.QUERY_TEXT and answered.done
 
 
 def test_two_sessions_answering_at_once_keep_their_own_history(tiny_runtime, no_thread_left):
@@ -112,13 +118,13 @@ def test_two_sessions_answering_at_once_keep_their_own_history(tiny_runtime, no_
     for name, session in sessions.items():
         assert [turn.text for turn in session.turns] == questions[name]
         assert [turn.answer for turn in session.turns] == alone[name]  # the other conversation changed nothing
-    follow_up = prompt_messages(sessions["b"].history, ChatTurn(text="Why?"), TOKENS)
+    follow_up = prompt_messages(sessions["b"].history, ChatTurn(text="Why?"))
     shown = str(follow_up)
     assert "What is two plus three?" in shown and not any(text in shown for text in questions["a"])
 
 
 def test_leaving_mid_answer_stops_the_generation(tiny_runtime, scripted, no_thread_left):
-    generation_kwargs, script = scripted([("query_text", 200)], step_secs=0.01, max_new_tokens=256)
+    generation_kwargs, script = scripted([(VitaState.QUERY_TEXT, 200)], step_secs=0.01, max_new_tokens=256)
     session = ChatSession(tiny_runtime, generation_kwargs=generation_kwargs)
     answers = session.ask(ChatTurn(text="Tell me a long story."))
     next(answers)
@@ -136,9 +142,9 @@ def test_a_question_needs_text_or_audio(tiny_runtime):
 
 def test_chat_messages_show_media_text_and_the_badge_of_each_turn():
     turns = [
-        ChatTurn(text="What colour?", image_path="/up/a.png", state="query_text", answer="red <b>", done=True),
-        ChatTurn(audio_path="/up/q.wav", state="query_audio", answer="five", done=True),
-        ChatTurn(audio_path="/up/t.wav", state="noisy_audio", done=True),
+        ChatTurn(text="What colour?", image_path="/up/a.png", state=VitaState.QUERY_TEXT, answer="red <b>", done=True),
+        ChatTurn(audio_path="/up/q.wav", state=VitaState.QUERY_AUDIO, answer="five", done=True),
+        ChatTurn(audio_path="/up/t.wav", state=VitaState.NOISY_AUDIO, done=True),
         ChatTurn(text="Next?"),
     ]
     messages = chat_messages(turns)
@@ -180,7 +186,9 @@ def test_each_browser_session_gets_its_own_conversation_and_unload_closes_only_i
 
 
 def test_a_new_question_stops_the_running_answer_and_is_not_stopped_by_its_cleanup(tiny_runtime, scripted):
-    generation_kwargs, _ = scripted([("query_text", 200), ("query_text", 5)], step_secs=0.01, max_new_tokens=256)
+    generation_kwargs, _ = scripted(
+        [(VitaState.QUERY_TEXT, 200), (VitaState.QUERY_TEXT, 5)], step_secs=0.01, max_new_tokens=256
+    )
     session = ChatSession(tiny_runtime, generation_kwargs=generation_kwargs)
     first_turn = ChatTurn(text="Tell me a long story.")
     first = session.ask(first_turn)

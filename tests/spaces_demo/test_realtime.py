@@ -14,8 +14,17 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from modeling_vita import cli_vita_duplex, duplex_events
-from modeling_vita.duplex_session import AudioOut
+from modeling_vita import duplex_timeline
+from modeling_vita.duplex_events import (
+    AudioOut,
+    Ignored,
+    Interrupted,
+    ResponseDone,
+    SpeechEnded,
+    StateDecided,
+    TextDelta,
+)
+from processing_vita import DEFAULT_STATE_TOKENS, VitaState
 from spaces_demo.limits import Limits
 from spaces_demo.realtime import CUT_SECS, RealtimeHandler
 
@@ -48,7 +57,7 @@ def _emit_until(handler, predicate, timeout=20.0):
 
 
 def _of(handler, kind):
-    return [event for event in handler.events if event.type == kind]
+    return [event for event in handler.events if isinstance(event, kind)]
 
 
 def _runs(mask):
@@ -69,7 +78,9 @@ def test_handler_shows_question_ignored_talk_and_interruption(tiny_runtime, spee
 
     # Turn 1 answers slowly (up to 400 tokens, 20 ms a step), turn 2 is background talk, turn 3 answers briefly.
     generation_kwargs, script = scripted(
-        [("query_audio", 400), ("noisy_audio", 0), ("query_audio", 3)], step_secs=0.02, max_new_tokens=512
+        [(VitaState.QUERY_AUDIO, 400), (VitaState.NOISY_AUDIO, 0), (VitaState.QUERY_AUDIO, 3)],
+        step_secs=0.02,
+        max_new_tokens=512,
     )
     handler = RealtimeHandler(tiny_runtime, generation_kwargs=generation_kwargs)
     try:
@@ -78,25 +89,25 @@ def test_handler_shows_question_ignored_talk_and_interruption(tiny_runtime, spee
         _emit_until(handler, lambda h: h.answer)  # the first answer is streaming
         for chunk in _mic_chunks(phases[1]):
             handler.receive(chunk)
-        _emit_until(handler, lambda h: _of(h, "ignored"))
-        assert not _of(handler, "interrupted") and not _of(handler, "response_done")  # the answer went on
+        _emit_until(handler, lambda h: _of(h, Ignored))
+        assert not _of(handler, Interrupted) and not _of(handler, ResponseDone)  # the answer went on
         for chunk in _mic_chunks(phases[2]):
             handler.receive(chunk)
-        _emit_until(handler, lambda h: _of(h, "response_done"))
+        _emit_until(handler, lambda h: _of(h, ResponseDone))
         view = handler.finish()
         history = handler.session.history
     finally:
         handler.close()
 
-    segments = _of(handler, "speech_ended")
+    segments = _of(handler, SpeechEnded)
     assert len(segments) == 3, handler.transcript()
     for segment, (start, end) in zip(segments, truth):
         assert abs(segment.start - start) < 0.35 and abs(segment.end - end) < 0.35, (segment, start, end)
-    decided = [(event.turn_id, event.state) for event in _of(handler, "state_decided")]
-    assert decided == [(1, "query_audio"), (2, "noisy_audio"), (3, "query_audio")]
-    (ignored,) = _of(handler, "ignored")
-    (interrupted,) = _of(handler, "interrupted")
-    (done,) = _of(handler, "response_done")
+    decided = [(event.turn_id, event.state) for event in _of(handler, StateDecided)]
+    assert decided == [(1, VitaState.QUERY_AUDIO), (2, VitaState.NOISY_AUDIO), (3, VitaState.QUERY_AUDIO)]
+    (ignored,) = _of(handler, Ignored)
+    (interrupted,) = _of(handler, Interrupted)
+    (done,) = _of(handler, ResponseDone)
     assert ignored.turn_id == 2 and interrupted.turn_id == 1 and done.turn_id == 3
     assert interrupted.time >= segments[2].end  # cut by the second question, not by the background talk
     assert interrupted.text and len(interrupted.text) < 400  # it stopped early with the text it had
@@ -110,17 +121,17 @@ def test_handler_shows_question_ignored_talk_and_interruption(tiny_runtime, spee
 
     lines = view.transcript
     assert sum("speech segment" in line for line in lines) == 3
-    assert any("<2> background talk · turn 2" in line for line in lines)
+    assert any("<2> background talk · turn 2" in line for line in lines)  # the checkpoint's token for the state
     assert any("ignored: background talk · turn 2, the answer goes on" in line for line in lines)
     assert any("INTERRUPTED · turn 1" in line for line in lines)
     assert any("answer done · turn 3" in line for line in lines)
     assert view.answer == done.text and view.changed
 
     picture = np.asarray(handler.timeline(width=1000))
-    assert picture.shape == (cli_vita_duplex.TIMELINE_HEIGHT, 1000, 3)
+    assert picture.shape == (duplex_timeline.TIMELINE_HEIGHT, 1000, 3)
     speech_row = picture[133, 110:980]  # the top of the timeline's "speech" row, above the bars' labels
-    assert _runs((speech_row == cli_vita_duplex.COLOURS["speech"]).all(axis=1)) == 3
-    red = (picture == cli_vita_duplex.COLOURS["interrupted"]).all(axis=2)
+    assert _runs((speech_row == duplex_timeline.COLOURS["speech"]).all(axis=1)) == 3
+    red = (picture == duplex_timeline.COLOURS["interrupted"]).all(axis=2)
     assert red.any(axis=0).sum() >= 2  # the interruption line (and the interrupted answer bar)
 
 
@@ -145,9 +156,7 @@ class FakeSession:
 
 
 def _fake_runtime():
-    return SimpleNamespace(
-        new_session=lambda **kwargs: FakeSession(**kwargs), cli=cli_vita_duplex, events=duplex_events
-    )
+    return SimpleNamespace(new_session=lambda **kwargs: FakeSession(**kwargs), state_tokens=DEFAULT_STATE_TOKENS)
 
 
 def _clip(secs, turn_id, time_=1.0, rate=22_050):
@@ -160,7 +169,7 @@ def test_spoken_clips_play_one_after_another_and_an_interruption_cuts_them():
     session = handler.session
     assert session.kwargs["echo_margin_db"] == float("-inf")  # the browser cancels echo; see the module docstring
 
-    session.pending = [duplex_events.TextDelta(1.0, text="Five.", turn_id=1), _clip(1.0, turn_id=1)]
+    session.pending = [TextDelta(1.0, text="Five.", turn_id=1), _clip(1.0, turn_id=1)]
     rate, clip = handler.emit().speech
     assert rate == 22_050 and len(clip) == 22_050 and clip.dtype == np.int16 and clip.max() > 16_000
 
@@ -171,7 +180,7 @@ def test_spoken_clips_play_one_after_another_and_an_interruption_cuts_them():
     assert len(handler.emit().speech[1]) == 11_025
 
     now[0] = 1.2  # the second clip plays until 1.51
-    session.pending = [_clip(0.5, turn_id=1), duplex_events.Interrupted(2.0, text="Five", turn_id=1)]
+    session.pending = [_clip(0.5, turn_id=1), Interrupted(2.0, text="Five", turn_id=1)]
     rate, cut = handler.emit().speech
     assert len(cut) == int(rate * CUT_SECS) and not cut.any()  # silence replaces what was playing
     now[0] = 5.0
@@ -211,4 +220,21 @@ def test_clips_queued_when_the_microphone_stops_are_released_after_the_playing_o
     view = handler.finish(timeout=5)
     assert 0.2 < time.monotonic() - started < 2  # it waited for the first clip to end, not for the timeout
     assert len(view.speech[1]) == int(0.2 * 22_050) and view.changed
+    handler.close()
+
+
+def test_a_decision_shows_the_checkpoints_own_token_for_its_state():
+    tokens = {VitaState.QUERY_AUDIO: "[ask]", VitaState.NOISY_AUDIO: "[noise]", VitaState.QUERY_TEXT: "[typed]"}
+    runtime = SimpleNamespace(new_session=lambda **kwargs: FakeSession(**kwargs), state_tokens=tokens)
+    handler = RealtimeHandler(runtime)
+    handler.session.pending = [
+        StateDecided(1.5, state=VitaState.NOISY_AUDIO, turn_id=2),
+        StateDecided(2.0, state=VitaState.QUERY_AUDIO, turn_id=3),
+    ]
+    view = handler.emit()
+    assert view.transcript == [
+        "  1.50 s · [noise] background talk · turn 2",
+        "  2.00 s · [ask] answered query (audio) · turn 3",
+    ]
+    assert [kind for kind, _ in handler.lines()] == ["state_decided", "state_decided"] and view.changed
     handler.close()
