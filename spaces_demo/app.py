@@ -20,7 +20,7 @@ value found and the one allowed. Media are read only from gradio's upload folder
 
 Run: `python -m spaces_demo.app [--model PATH] [--host H] [--port P] [--tts auto|piper|espeak|none]` (model: `--model`,
 else `$VITA_MODEL`, else `vita-tiny/` beside this file); on a Space, `app.py` runs as a script. Importing this module
-loads no model and starts no server.
+loads no model and starts no server. The same checkpoint from the command line: `python -m spaces_demo.cli` (`cli.py`).
 """
 
 from __future__ import annotations

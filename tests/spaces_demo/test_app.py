@@ -1,4 +1,5 @@
-"""Tests of the Space as a program (`spaces_demo/app.py`, `runtime.py`, README front matter, requirements.txt).
+"""Tests of the Space as a program (`spaces_demo/app.py`, `runtime.py`, `cli.py`, README front matter,
+requirements.txt).
 
 Importing the app must load no model and serve nothing; the Blocks must be wired as the page needs; the model is
 chosen by `--model`, `$VITA_MODEL` or the embedded folder; and the Space must work from its own folder with the
@@ -19,10 +20,11 @@ import gradio as gr
 import pytest
 from packaging.specifiers import SpecifierSet
 
-from modeling_vita import duplex_speech_output
+from modeling_vita import cli_vita_duplex, duplex_speech_output
 from modeling_vita.duplex_events import ResponseDone, TextDelta
 from processing_vita import VitaState
 from spaces_demo import app as space_app
+from spaces_demo import cli as space_cli
 from spaces_demo import runtime as space_runtime
 
 SPACE_DIR = Path(space_app.__file__).resolve().parent
@@ -160,6 +162,28 @@ def test_requirements_match_setup_cfg_constraints_and_the_front_matter():
     assert fields["sdk"] == "gradio" and fields["app_file"] == "app.py" and (SPACE_DIR / fields["app_file"]).is_file()
     assert fields["sdk_version"] == gr.__version__ and required["gradio"] == f"=={gr.__version__}"
     assert {"suggested_hardware", "python_version", "title", "emoji"} <= set(fields) and "models:" in front
+
+
+def test_the_space_command_is_vita_duplex_with_the_embedded_checkpoint(monkeypatch):
+    """`python -m spaces_demo.cli` is the library's `vita-duplex` with the Space's checkpoint as its default model;
+    the library's own command has no default model."""
+    calls = []
+    monkeypatch.setattr(space_cli, "vita_duplex_main", lambda argv, default_model: calls.append((argv, default_model)))
+    space_cli.main(["--audio", "talk.wav"])
+    assert calls == [(["--audio", "talk.wav"], str(space_runtime.DEFAULT_MODEL_DIR))]
+    monkeypatch.delenv("VITA_MODEL", raising=False)
+    assert cli_vita_duplex.build_parser().get_default("model") is None
+    result = subprocess.run(
+        [sys.executable, "-m", "spaces_demo.cli", "--help"],
+        cwd=REPO_ROOT,
+        env={key: value for key, value in os.environ.items() if key != "VITA_MODEL"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0 and "vita-duplex" in result.stdout, result.stderr[-2000:]
+    assert str(space_runtime.DEFAULT_MODEL_DIR) in " ".join(result.stdout.split()), result.stdout
 
 
 STALE = 'raise ImportError("a stale copy of the pipeline code: the Space must not import it")\n'
