@@ -32,7 +32,7 @@ quality:
 	ruff check modeling_vita processing_vita recipes spaces_demo tests benchmarks
 
 bench: install-dev
-	$(PYTHON) benchmarks/bench_model.py
+	$(PYTHON) -m benchmarks.bench_model
 
 # Train the embedded default model from nothing (data, vocabulary extension, tower pretraining, 4 stages,
 # evaluation, export to spaces_demo/vita-tiny); 43.6 minutes measured on 2 CPU cores. Needs espeak-ng (apt).
