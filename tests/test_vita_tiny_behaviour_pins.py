@@ -16,7 +16,6 @@ import torch
 from transformers import AutoModelForCausalLM, AutoProcessor, pipeline
 
 import modeling_vita  # noqa: F401 - registers the vita-duplex task
-
 from tests.utils import espeak, requires_espeak
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

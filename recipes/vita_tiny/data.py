@@ -39,7 +39,13 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from recipes.data import STATE_NOISY_AUDIO, STATE_QUERY_AUDIO, STATE_QUERY_TEXT, _write_speech, make_tts, save_rows
+from processing_vita import VitaState
+from recipes.data import _write_speech, make_tts, save_rows, state_token
+
+# What each kind of row's answer opens with: a spoken query, background talk, a typed query.
+SPOKEN, NOISY, TYPED = (
+    state_token(state) for state in (VitaState.QUERY_AUDIO, VitaState.NOISY_AUDIO, VitaState.QUERY_TEXT)
+)
 
 IMAGE_SIZE = 56
 # 8 frames at 2 fps: VITA samples video at 1 fps (at least 4 frames), so a 4 s clip gives it frames 0, 2, 4 and 6,
@@ -422,7 +428,7 @@ class _Builder:
         templates, items = TEXT_FAMILIES[self.rng.choice(families)]
         template = self.rng.choice(_templates(templates, heldout))
         fillers, answer = self.rng.choice(items)
-        return _row(rid, "text_qa", [template.format(**fillers)], STATE_QUERY_TEXT + answer, phrasing=template)
+        return _row(rid, "text_qa", [template.format(**fillers)], TYPED + answer, phrasing=template)
 
     def _image_question(self, meta: dict[str, Any], heldout: bool) -> tuple[str, str]:
         kinds = [k for k in IMAGE_QUESTIONS if k != "position" or meta["count"] == 1]
@@ -435,28 +441,28 @@ class _Builder:
         path, meta = self.image(split, index)
         question, answer = self._image_question(meta, heldout)
         if not spoken:
-            return _row(rid, "image_qa", ["<image>", question], STATE_QUERY_TEXT + answer, images=[path],
+            return _row(rid, "image_qa", ["<image>", question], TYPED + answer, images=[path],
                         phrasing=question, meta=meta)  # fmt: skip
         audio, voice, _ = self.clip(question, heldout)
-        return _row(rid, "image_spoken_qa", ["<image>", "<audio>"], STATE_QUERY_AUDIO + answer, images=[path],
+        return _row(rid, "image_spoken_qa", ["<image>", "<audio>"], SPOKEN + answer, images=[path],
                     audios=[audio], voice=voice, phrasing=question, meta={**meta, "text": question})  # fmt: skip
 
     def video_qa(self, rid: str, split: str, index: int, heldout: bool) -> dict[str, Any]:
         path, meta = self.video(split, index)
         kind = self.rng.choice(list(VIDEO_QUESTIONS))
         question = self.rng.choice(_templates(VIDEO_QUESTIONS[kind], heldout, HELDOUT_PHRASINGS_PER_KIND))
-        return _row(rid, "video_qa", ["<video>", question], STATE_QUERY_TEXT + meta[kind], videos=[path],
+        return _row(rid, "video_qa", ["<video>", question], TYPED + meta[kind], videos=[path],
                     phrasing=question, meta=meta)  # fmt: skip
 
     def caption(self, rid: str, split: str, index: int) -> dict[str, Any]:
         if self.rng.random() < 0.25:
             path, meta = self.video(split, index)
             prompt = self.rng.choice(CAPTION_PROMPTS["video"])
-            return _row(rid, "caption", ["<video>", prompt], STATE_QUERY_TEXT + video_caption(meta), videos=[path],
+            return _row(rid, "caption", ["<video>", prompt], TYPED + video_caption(meta), videos=[path],
                         meta=meta)  # fmt: skip
         path, meta = self.image(split, index)
         prompt = self.rng.choice(CAPTION_PROMPTS["image"])
-        return _row(rid, "caption", ["<image>", prompt], STATE_QUERY_TEXT + image_caption(meta), images=[path],
+        return _row(rid, "caption", ["<image>", prompt], TYPED + image_caption(meta), images=[path],
                     meta=meta)  # fmt: skip
 
     def say(self, rid: str) -> dict[str, Any]:
@@ -474,12 +480,12 @@ class _Builder:
         else:
             text = self.rng.choice(sorted(self.banks[False]))
         prompt = self.rng.choice(SAY_PROMPTS)
-        return _row(rid, "say", [prompt.format(t=text)], STATE_QUERY_TEXT + text, phrasing=prompt)
+        return _row(rid, "say", [prompt.format(t=text)], TYPED + text, phrasing=prompt)
 
     def spoken_qa(self, rid: str, heldout: bool) -> dict[str, Any]:
         question, template, answer = self.rng.choice(self.bank_texts[heldout]["text"])
         audio, voice, _ = self.clip(question, heldout)
-        return _row(rid, "spoken_qa", ["<audio>"], STATE_QUERY_AUDIO + answer, audios=[audio], voice=voice,
+        return _row(rid, "spoken_qa", ["<audio>"], SPOKEN + answer, audios=[audio], voice=voice,
                     phrasing=template, meta={"text": question})  # fmt: skip
 
     def background(self, rid: str, split: str, index: int, heldout: bool) -> dict[str, Any]:
@@ -488,9 +494,9 @@ class _Builder:
         meta: dict[str, Any] = {"text": sentence}
         if self.rng.random() < 0.3:  # talk over a picture must not make the assistant describe the picture
             path, image_meta = self.image(split, index)
-            return _row(rid, "background", ["<image>", "<audio>"], STATE_NOISY_AUDIO, images=[path], audios=[audio],
+            return _row(rid, "background", ["<image>", "<audio>"], NOISY, images=[path], audios=[audio],
                         voice=voice, meta={**image_meta, **meta})  # fmt: skip
-        return _row(rid, "background", ["<audio>"], STATE_NOISY_AUDIO, audios=[audio], voice=voice, meta=meta)
+        return _row(rid, "background", ["<audio>"], NOISY, audios=[audio], voice=voice, meta=meta)
 
     def asr(self, rid: str, heldout: bool) -> dict[str, Any]:
         # Held-out transcription keeps to background talk: new sentences and voices, but no word unseen in training
@@ -499,7 +505,7 @@ class _Builder:
         text = self.rng.choice(texts)
         audio, voice, _ = self.clip(text, heldout)
         prompt = self.rng.choice(_templates(ASR_PROMPTS, heldout))
-        return _row(rid, "asr", ["<audio>", prompt], STATE_QUERY_AUDIO + text, audios=[audio], voice=voice,
+        return _row(rid, "asr", ["<audio>", prompt], SPOKEN + text, audios=[audio], voice=voice,
                     phrasing=prompt, meta={"text": text})  # fmt: skip
 
     def mixed(self, rid: str, split: str, index: int, heldout: bool) -> dict[str, Any]:

@@ -161,9 +161,6 @@ def build_config(tokenizer: Any) -> VitaConfig:
         image_token_id=ids["image"],
         video_token_id=ids["video"],
         audio_token_id=ids["audio"],
-        state_tokens_are_special=True,
-        max_dynamic_patch=1,
-        use_thumbnail=False,
         vision_feature_scale=1.0,
     )
 

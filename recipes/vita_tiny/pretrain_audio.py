@@ -36,8 +36,7 @@ from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 
-from processing_vita.feature_extraction_vita import get_num_encoder_frames, load_audio
-from recipes.data import resample
+from processing_vita.feature_extraction_vita import get_num_encoder_frames, load_audio, resample_waveform
 
 ALPHABET = " 'abcdefghijklmnopqrstuvwxyz"  # CTC class 0 is the blank, class i + 1 is ALPHABET[i]
 SPEED_FACTORS = (0.8, 0.9, 1.0, 1.1, 1.2)  # > 1 is faster
@@ -91,9 +90,9 @@ def _features(feature_extractor: Any, path: Path, speed: float, warp: float) -> 
     wave = torch.as_tensor(samples, dtype=torch.float32)
     if wave.ndim > 1:
         wave = wave.mean(-1) if wave.shape[-1] <= 2 else wave.mean(0)
-    wave = resample(wave, rate, 16_000)
+    wave = resample_waveform(wave, rate, 16_000)
     # Reading a 16 kHz clip as if recorded at speed x 16 kHz and bringing it back plays it `speed` times faster.
-    wave = resample(wave, round(16_000 * speed), 16_000)
+    wave = resample_waveform(wave, round(16_000 * speed), 16_000)
     if warp == 1.0:
         return feature_extractor.waveform_to_features(wave)
     feats = torchaudio.compliance.kaldi.fbank(

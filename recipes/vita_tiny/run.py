@@ -212,7 +212,6 @@ def update_recipe_readme(summary: dict[str, Any]) -> None:
 def export_checkpoint(model_dir: Path, export: Path) -> None:
     """Save model + processor + remote code through the vita-duplex pipeline, in float32 (small enough), and the
     `vita-duplex` command's timeline renderer beside them."""
-    import importlib.util
     import shutil
 
     from transformers import AutoModelForCausalLM, AutoProcessor, pipeline
@@ -223,9 +222,7 @@ def export_checkpoint(model_dir: Path, export: Path) -> None:
     processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
     if export.exists():
         shutil.rmtree(export)
-    pipeline("vita-duplex", model=model, processor=processor).save_pretrained(export)
-    # The timeline renderer of the `vita-duplex` command (sibling imports only), for the Space's real-time tab.
-    shutil.copy(importlib.util.find_spec("modeling_vita.cli_vita_duplex").origin, export / "cli_vita_duplex.py")
+    pipeline("vita-duplex", model=model, processor=processor).save_pretrained(export)  # code: the remote-code closure
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

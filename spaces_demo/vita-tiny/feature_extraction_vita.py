@@ -8,6 +8,7 @@ so the features are deterministic.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
@@ -53,6 +54,21 @@ def get_audio_token_count(num_frames: int) -> int:
     """LLM tokens for `num_frames` fbank frames: 4x conv subsampling, then the stride-2 adapter (ceil)."""
     d = ((num_frames - 1) // 2 - 1) // 2
     return (d - 1) // 2 + 1
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(orig_freq: int, new_freq: int) -> torchaudio.transforms.Resample:
+    return torchaudio.transforms.Resample(orig_freq, new_freq, dtype=torch.float32)
+
+
+def resample_waveform(wave: torch.Tensor, orig_freq: int, new_freq: int) -> torch.Tensor:
+    """`wave` (time last) from `orig_freq` to `new_freq` Hz as float32, with torchaudio's windowed sinc (the same
+    numbers as `torchaudio.functional.resample`); one kernel is kept per rate pair, since building it costs far more
+    than applying it to a short clip."""
+    wave = wave.to(torch.float32)
+    if orig_freq == new_freq:
+        return wave
+    return _resampler(int(orig_freq), int(new_freq))(wave)
 
 
 def load_global_cmvn(path: str | os.PathLike) -> tuple[list[float], list[float]]:
@@ -312,7 +328,7 @@ class VitaFeatureExtractor(SequenceFeatureExtractor):
         for index, (clip, sampling_rate) in enumerate(zip(clips, rates)):
             wave = self._to_mono_float(clip, index)
             if sampling_rate != TARGET_SAMPLING_RATE:
-                wave = torchaudio.functional.resample(wave, orig_freq=sampling_rate, new_freq=TARGET_SAMPLING_RATE)
+                wave = resample_waveform(wave, sampling_rate, TARGET_SAMPLING_RATE)
             num_samples = int(wave.shape[-1])
             if num_samples < MIN_NUM_SAMPLES:
                 raise ValueError(

@@ -134,9 +134,10 @@ def test_remote_code_answers_spoken_image_question_and_ignores_background_talk(m
 
 
 @requires_espeak
-def test_vita_duplex_command_runs_on_the_default_checkpoint(media, capsys):
-    from modeling_vita.cli_vita_duplex import main
+def test_vita_duplex_command_runs_on_the_default_checkpoint(media, capsys, monkeypatch):
+    from spaces_demo.cli import main
 
+    monkeypatch.delenv("VITA_MODEL", raising=False)
     folder, cases, talk = media
     import soundfile
 
@@ -150,6 +151,6 @@ def test_vita_duplex_command_runs_on_the_default_checkpoint(media, capsys):
     image = cases[0][0]
     assert main(["--audio", str(recording), "--image", image]) == 0
     printed = capsys.readouterr().out
-    # One decision for each of the two utterances, made by the default checkpoint (no --model given).
+    # One decision for each of the two utterances, made by the Space's default checkpoint (no --model given).
     decisions = re.findall(r"state_decided\s+turn \d+: (\S+)", printed)
     assert len(decisions) == 2 and set(decisions) <= {"query_audio", "noisy_audio"}, printed
