@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .duplex_audio_input import SAMPLING_RATE, as_float32_mono
+from .duplex_audio_input import SAMPLING_RATE, EchoGuard, as_float32_mono
 from .duplex_events import (
     AudioOut,
     CancelTurn,
@@ -79,10 +79,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_GENERATION_KWARGS = {"max_new_tokens": 64, "do_sample": False}
 
 
-def _rms(samples: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
-
-
 @dataclass(frozen=True)
 class SessionOptions:
     """The tunables of a `DuplexSession` (see its arguments)."""
@@ -103,9 +99,7 @@ class SessionState:
     """What the dispatcher thread changes as the conversation goes (only that thread writes it)."""
 
     input_secs: float = 0.0  # the audio clock
-    reported_rms: float | None = None  # RMS of the audio the caller says it plays, None when not reported
-    playing_until: float = 0.0  # without reports: until when (audio clock) the queued speech plays
-    playing_rms: float = 0.0
+    echo: EchoGuard = field(default_factory=EchoGuard)
 
 
 @dataclass
@@ -172,7 +166,7 @@ class DuplexSession:
             restart_with_consolidated_history=restart_with_consolidated_history,
         )
         self._machine_lock = threading.Lock()  # `history` is read from the caller's thread
-        self._state = SessionState()
+        self._state = SessionState(echo=EchoGuard(self.options.echo_margin_db))
         self._inbox: queue.Queue[InboxMessage] = queue.Queue()
         self._outbox: queue.Queue[Event | None] = queue.Queue()
         self._turns: dict[int, _TurnControl] = {}
@@ -215,7 +209,7 @@ class DuplexSession:
 
     def playback_started(self, rms: float | None = None) -> None:
         """The caller's speaker is playing the assistant's audio (RMS of that audio; default the latest `AudioOut`)."""
-        self._inbox.put(PlaybackReport(rms if rms is not None else max(self._state.playing_rms, 1e-3)))
+        self._inbox.put(PlaybackReport(rms if rms is not None else max(self._state.echo.playing_rms, 1e-3)))
 
     def playback_stopped(self) -> None:
         """The caller's speaker stopped playing the assistant's audio."""
@@ -346,7 +340,7 @@ class DuplexSession:
         elif isinstance(message, SpeechReady):
             self._on_speech_ready(message.audio_out)
         elif isinstance(message, PlaybackReport):
-            self._state.reported_rms = message.rms
+            self._state.echo.reported(message.rms)
         elif isinstance(message, Flush):
             for event in self._segmenter.flush():
                 self._handle(event)
@@ -362,7 +356,7 @@ class DuplexSession:
     def _on_audio(self, chunk: np.ndarray, sampling_rate: int) -> None:
         try:
             samples = as_float32_mono(chunk)
-            if self._echo_guarded(samples):
+            if self._state.echo.is_echo(samples, self._state.input_secs):
                 samples = np.zeros_like(samples)
             events = self._segmenter.push(samples, sampling_rate)
         except (ValueError, TypeError) as error:
@@ -371,15 +365,6 @@ class DuplexSession:
         self._state.input_secs += len(samples) / sampling_rate
         for event in events:
             self._handle(event)
-
-    def _echo_guarded(self, samples: np.ndarray) -> bool:
-        state = self._state
-        playing = state.reported_rms
-        if playing is None and state.input_secs < state.playing_until:
-            playing = state.playing_rms
-        if playing is None or not len(samples):
-            return False
-        return _rms(samples) < playing * 10 ** (self.options.echo_margin_db / 20)
 
     def _handle(self, event: Event) -> None:
         with self._machine_lock:
@@ -444,7 +429,7 @@ class DuplexSession:
 
     def _speak(self, event: Event) -> None:
         if isinstance(event, Interrupted):
-            self._state.playing_until = self._state.input_secs  # the caller should stop playing the interrupted answer
+            self._state.echo.cut(self._state.input_secs)  # the caller should stop playing the interrupted answer
         if self._speaker is not None:
             self._speaker.feed(event)
 
@@ -458,11 +443,7 @@ class DuplexSession:
         if self._speaker is None or self._speaker.is_silenced(event.turn_id):
             return  # the answer was interrupted while this sentence was being synthesized
         event = self._restamp(event)
-        state = self._state
-        if len(event.audio):
-            state.playing_rms = _rms(event.audio)
-            duration = len(event.audio) / event.sampling_rate
-            state.playing_until = max(state.playing_until, state.input_secs) + duration
+        self._state.echo.queued(event.audio, event.sampling_rate, self._state.input_secs)
         self._outbox.put(event)
         if self.on_audio is not None:
             self.on_audio(event)

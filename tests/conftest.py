@@ -1,7 +1,6 @@
 """Shared test fixtures: seeded tiny models and a builder of model inputs that mimics the processor's layout."""
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -9,8 +8,6 @@ import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
 
 # Keep test runs off the network and away from a user's module cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

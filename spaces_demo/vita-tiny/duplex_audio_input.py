@@ -6,7 +6,8 @@ expected, before any state changes) and resamples the stream to 16 kHz with `Res
 (Kaiser) polyphase filter. It is time-aligned (centred filter), so segment times on the 16 kHz clock do not shift.
 `resample` runs it over a whole clip (the CLI and the Space mix spoken answers at one rate with it); numpy only, as
 the VAD, while the processor's offline feature extraction resamples whole clips with torchaudio.
-`read_audio_file` reads recordings and the speech engines' output.
+`read_audio_file` reads recordings and the speech engines' output. `EchoGuard` keeps the assistant's own voice,
+played back into the microphone, from counting as the user.
 """
 
 from __future__ import annotations
@@ -122,6 +123,48 @@ class Resampler:
         return tail
 
 
+def rms(samples: np.ndarray) -> float:
+    """Root mean square of float samples (0.0 for none)."""
+    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if len(samples) else 0.0
+
+
+class EchoGuard:
+    """Tells the assistant's own voice, played back into the microphone, from the user's.
+
+    While the assistant's speech plays, a microphone chunk counts as the user only if its RMS is at least
+    `margin_db` above the RMS of the speech being played; quieter chunks are echo. What plays is known from the
+    caller's reports (`reported`), or else estimated from the spoken clips queued back to back on the audio clock
+    (`queued`); an interruption ends the estimate (`cut`). Owned by one thread; times are on the audio clock.
+    """
+
+    def __init__(self, margin_db: float = 10.0) -> None:
+        self.margin_db = float(margin_db)
+        self.reported_rms: float | None = None  # the caller says it plays audio of this RMS; None: no report
+        self.playing_until = 0.0
+        self.playing_rms = 0.0
+
+    def reported(self, playing_rms: float | None) -> None:
+        self.reported_rms = playing_rms
+
+    def queued(self, audio: np.ndarray, sampling_rate: int, now: float) -> None:
+        """A clip of the assistant's speech was handed to the player at `now`; it plays after the ones before."""
+        if len(audio):
+            self.playing_rms = rms(audio)
+            self.playing_until = max(self.playing_until, now) + len(audio) / sampling_rate
+
+    def cut(self, now: float) -> None:
+        """The player stops the assistant's speech at `now` (the answer was interrupted)."""
+        self.playing_until = now
+
+    def is_echo(self, samples: np.ndarray, now: float) -> bool:
+        playing = self.reported_rms
+        if playing is None and now < self.playing_until:
+            playing = self.playing_rms
+        if playing is None or not len(samples):
+            return False
+        return rms(samples) < playing * 10 ** (self.margin_db / 20)
+
+
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """A whole float32 clip from `orig_sr` to `target_sr` (`Resampler` then its flush)."""
     if orig_sr == target_sr or not len(audio):
@@ -146,4 +189,4 @@ def read_audio_file(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return audio.mean(axis=1).astype(np.float32), int(rate)
 
 
-__all__ = ["SAMPLING_RATE", "Resampler", "as_float32_mono", "read_audio_file", "resample"]
+__all__ = ["SAMPLING_RATE", "EchoGuard", "Resampler", "as_float32_mono", "read_audio_file", "resample", "rms"]

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modeling_vita.duplex_audio_input import Resampler
 from modeling_vita.duplex_events import SpeechDiscarded, SpeechEnded, SpeechStarted
 from modeling_vita.duplex_vad import (
     WINDOW_SIZE,
-    Resampler,
     SileroVAD,
     SpeechScorer,
     VADParams,
@@ -155,32 +155,6 @@ def test_bad_params_and_rates_raise_value_error():
     assert VADParams(threshold=0.7).negative_threshold == pytest.approx(0.55)
     with pytest.raises(ValueError, match="found 1000"):
         VADSegmenter(scorer=EnergyScorer()).push(np.zeros(100, dtype=np.float32), sampling_rate=1000)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Resampler
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
-def test_resampler_is_time_aligned_and_streams(rate):
-    t = np.arange(rate * 2) / rate
-    tone = np.sin(2 * np.pi * 440 * t).astype(np.float32)
-    one_shot = Resampler(rate)(tone)
-    resampler = Resampler(rate)
-    streamed = np.concatenate([resampler(part) for part in np.array_split(tone, 53)])
-    np.testing.assert_allclose(streamed, one_shot, atol=1e-6)
-    streamed = np.concatenate([streamed, resampler.flush()])
-    assert len(streamed) == 32000
-    expected = np.sin(2 * np.pi * 440 * np.arange(32000) / 16000)
-    assert np.abs(streamed[300:-300] - expected[300:-300]).max() < 2e-3  # no delay, no gain error
-
-
-def test_resampler_removes_frequencies_above_the_new_nyquist():
-    t = np.arange(48000) / 48000
-    high = np.sin(2 * np.pi * 12000 * t).astype(np.float32)  # would alias to 4 kHz
-    out = Resampler(48000)(high)
-    assert np.sqrt(np.mean(out[500:-500] ** 2)) < 0.01
 
 
 # ---------------------------------------------------------------------------------------------------------------------
