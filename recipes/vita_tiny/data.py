@@ -4,9 +4,10 @@ Design: the vita-tiny issue (text QA in English and Chinese for stage 1 and the 
 and videos of coloured shapes, spoken questions and background talk from Piper and espeak-ng voices with noise, and
 held-out voices, speeds and phrasings) and the state-token rule of shared/design.md section 1: an answer opens with
 `<1>` after a user turn holding audio meant for the assistant, `<2>` (and nothing else) for background talk, `<3>`
-otherwise. Rows use the converted format of `recipes/data.py`, whose speech helpers (`make_tts`, `_write_speech`,
-`save_rows`) this module reuses. Vocabularies are tiny on purpose: 5 colours, 4 shapes, counts 1-4, 4 positions, 4
-directions, one- or two-word answers, 56 px images (one tile of the tiny vision tower).
+otherwise. Rows use the converted format of `recipes/data.py` (written by its `save_rows`); speech is written by
+`write_speech` of `recipes/speech_data.py` with `make_tts`'s engines. Vocabularies are tiny on purpose: 5 colours,
+4 shapes, counts 1-4, 4 positions, 4 directions, one- or two-word answers, 56 px images (one tile of the tiny vision
+tower).
 
     python -m recipes.vita_tiny.data data/vita-tiny            # full build
     python -m recipes.vita_tiny.data data/vita-tiny --small    # a few seconds, for tests
@@ -39,8 +40,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from modeling_vita.duplex_speech_output import make_tts
 from processing_vita import VitaState
-from recipes.data import _write_speech, make_tts, save_rows, state_token
+from recipes.data import save_rows, state_token
+from recipes.speech_data import write_speech
 
 # What each kind of row's answer opens with: a spoken query, background talk, a typed query.
 SPOKEN, NOISY, TYPED = (
@@ -396,7 +399,7 @@ class _Builder:
             if key not in engine_cache:
                 engine_cache[key] = _make_voice(voice, engine_cache)
             tts = engine_cache[key]
-            self.seconds += _write_speech(
+            self.seconds += write_speech(
                 tts, text, self.media / relative, snr_rng.uniform(*SNR_DB_RANGE), noise_rng, SPEECH_SAMPLE_RATE
             )
             self.n_clips += 1

@@ -1,5 +1,5 @@
-"""Tests of the speech data tools of recipes/data.py: `negatives` and `speak-questions` (espeak-ng TTS and a fake
-TTS), their determinism, and their errors for bad arguments."""
+"""Tests of the speech data tools of recipes/speech_data.py and their commands in recipes/data.py: `negatives` and
+`speak-questions` (espeak-ng TTS and a fake TTS), their determinism, and their errors for bad arguments."""
 
 import json
 import shutil
@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from recipes.data import _load_rows, build_negatives, main, make_tts, speak_questions
+from modeling_vita.duplex_speech_output import make_tts
+from recipes.data import _load_rows, main
+from recipes.speech_data import build_negatives, speak_questions
 
 
 class BeepTTS:
