@@ -38,7 +38,7 @@ def loaded():
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
-    from recipes.vita_tiny.data import draw_shapes_image
+    from recipes.vita_tiny.world import draw_shapes_image
 
     folder = tmp_path_factory.mktemp("pins")
     image = draw_shapes_image("red", "circle", 1, "left", np.random.default_rng(7))

@@ -30,8 +30,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from recipes.vita_tiny.data import COLOURS, POSITIONS, SHAPES
 from recipes.vita_tiny.pretrain_audio import pretraining_main, warmup_cosine_schedule
+from recipes.vita_tiny.world import COLOURS, POSITIONS, SHAPES
 
 # Classes of each attribute; -100 (ignored) where a picture has no such attribute (a position for several shapes,
 # a count or position for a moving shape's frame).

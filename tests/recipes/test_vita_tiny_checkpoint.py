@@ -14,7 +14,7 @@ import re
 import numpy as np
 import pytest
 
-from recipes.vita_tiny.data import draw_shapes_image
+from recipes.vita_tiny.world import draw_shapes_image
 from tests.utils import espeak, requires_espeak, run_with_project_hidden
 
 from . import REPO_ROOT

@@ -12,17 +12,9 @@ import soundfile
 from datasets import load_from_disk
 
 from recipes.evaluate import DEFAULT_ASR_PATTERN
-from recipes.vita_tiny.data import (
-    COLOURS,
-    HELDOUT_PHRASINGS_PER_KIND,
-    IMAGE_QUESTIONS,
-    NUMBERS,
-    QUESTION_FRAMES,
-    SPLITS,
-    VIDEO_QUESTIONS,
-    build_vita_tiny_data,
-    main,
-)
+from recipes.vita_tiny.data import SPLITS, build_vita_tiny_data, main
+from recipes.vita_tiny.phrasings import HELDOUT_PHRASINGS_PER_KIND, IMAGE_QUESTIONS, QUESTION_FRAMES, VIDEO_QUESTIONS
+from recipes.vita_tiny.world import COLOURS, NUMBERS
 from tests.utils import requires_espeak_and_piper
 
 pytestmark = requires_espeak_and_piper
