@@ -40,14 +40,10 @@ from tqdm import tqdm
 
 from modeling_vita.duplex_speech_output import make_tts
 from processing_vita import DEFAULT_STATE_TOKENS, VitaState
+from recipes.speech_data import build_negatives, speak_questions
 
 MEDIA_PLACEHOLDERS = {"<image>": "image", "<video>": "video", "<audio>": "audio"}
 _PLACEHOLDER_RE = re.compile(r"\n?(<image>|<video>|<audio>)\n?")
-
-
-def state_token(state: VitaState) -> str:
-    """The string the data format opens an answer of `state` with: the released model's state token."""
-    return DEFAULT_STATE_TOKENS[VitaState(state).value]
 
 
 def _as_list(value: Any) -> list[str]:
@@ -92,12 +88,12 @@ def convert_record(record: dict[str, Any]) -> dict[str, Any]:
             previous_human = value
         elif role == "gpt":
             if index == inserted_id:
-                state = state_token(VitaState.NOISY_AUDIO)
+                state = DEFAULT_STATE_TOKENS[VitaState.NOISY_AUDIO]
             else:
                 state = (
-                    state_token(VitaState.QUERY_AUDIO)
+                    DEFAULT_STATE_TOKENS[VitaState.QUERY_AUDIO]
                     if "<audio>" in previous_human
-                    else state_token(VitaState.QUERY_TEXT)
+                    else DEFAULT_STATE_TOKENS[VitaState.QUERY_TEXT]
                 )
             messages.append({"role": "assistant", "content": [{"type": "text", "text": state + value}]})
         else:
@@ -307,8 +303,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     if args.command in ("negatives", "speak-questions"):
-        from recipes.speech_data import build_negatives, speak_questions  # it imports this module
-
         rows = _read_rows(args.input)
         if args.command == "speak-questions" and not 0.0 <= args.fraction <= 1.0:
             raise ValueError(f"--fraction {args.fraction}; expected a value in [0, 1].")

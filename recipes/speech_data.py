@@ -25,9 +25,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from processing_vita import VitaState
+from processing_vita import DEFAULT_STATE_TOKENS, VitaState
 from processing_vita.feature_extraction_vita import resample_waveform
-from recipes.data import state_token
 
 _SENTENCE_END_RE = re.compile(r"(?<=[.!?。！？])\s+")
 
@@ -111,7 +110,10 @@ def build_negatives(
                 "id": f"neg-{seed}-{index}",
                 "messages": [
                     {"role": "user", "content": [{"type": "audio", "text": None}]},
-                    {"role": "assistant", "content": [{"type": "text", "text": state_token(VitaState.NOISY_AUDIO)}]},
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "text", "text": DEFAULT_STATE_TOKENS[VitaState.NOISY_AUDIO]}],
+                    },
                 ],
                 "images": [],
                 "videos": [],
@@ -151,7 +153,7 @@ def speak_questions(
                 and not any(b["type"] == "audio" for b in blocks)
                 and answer["role"] == "assistant"
                 and answer["content"]
-                and (answer["content"][0]["text"] or "").startswith(state_token(VitaState.QUERY_TEXT))
+                and (answer["content"][0]["text"] or "").startswith(DEFAULT_STATE_TOKENS[VitaState.QUERY_TEXT])
             ):
                 candidates.append((row_index, turn))
     n_chosen = int(fraction * len(candidates) + 0.5)
@@ -174,5 +176,8 @@ def speak_questions(
         row["audios"] = list(row.get("audios") or [])
         row["audios"].insert(audios_before, relative)
         answer = row["messages"][turn + 1]["content"][0]
-        answer["text"] = state_token(VitaState.QUERY_AUDIO) + answer["text"][len(state_token(VitaState.QUERY_TEXT)) :]
+        answer["text"] = (
+            DEFAULT_STATE_TOKENS[VitaState.QUERY_AUDIO]
+            + answer["text"][len(DEFAULT_STATE_TOKENS[VitaState.QUERY_TEXT]) :]
+        )
     return new_rows, len(chosen)

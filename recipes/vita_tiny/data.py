@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from processing_vita import VitaState
-from recipes.data import save_rows, state_token
+from processing_vita import DEFAULT_STATE_TOKENS, VitaState
+from recipes.data import save_rows
 from recipes.speech_data import write_speech
 from recipes.vita_tiny.phrasings import (
     ASR_PROMPTS,
@@ -78,7 +78,7 @@ from recipes.vita_tiny.world import (
 
 # What each kind of row's answer opens with: a spoken query, background talk, a typed query.
 SPOKEN, NOISY, TYPED = (
-    state_token(state) for state in (VitaState.QUERY_AUDIO, VitaState.NOISY_AUDIO, VitaState.QUERY_TEXT)
+    DEFAULT_STATE_TOKENS[state] for state in (VitaState.QUERY_AUDIO, VitaState.NOISY_AUDIO, VitaState.QUERY_TEXT)
 )
 
 # Speech is stored at the feature extractor's rate, so training does not resample every clip on every read.

@@ -66,7 +66,7 @@ def browser():
 def media(tmp_path_factory):
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (apt-get install -y espeak-ng)")
-    from recipes.vita_tiny.data import draw_shapes_image
+    from recipes.vita_tiny.world import draw_shapes_image
 
     folder = tmp_path_factory.mktemp("media")
     draw_shapes_image("red", "circle", 1, "left", np.random.default_rng(0)).save(folder / "red_circle.png")
