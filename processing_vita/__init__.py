@@ -6,6 +6,7 @@ checkpoint as Hub remote code; modules import each other only relatively and nev
 
 import logging
 
+from .chat_template_vita import CHAT_FORMATS, CHAT_TEMPLATE, SYSTEM_PROMPTS, build_chat_template
 from .feature_extraction_vita import (
     VitaFeatureExtractor,
     get_audio_token_count,
@@ -14,7 +15,7 @@ from .feature_extraction_vita import (
     load_global_cmvn,
 )
 from .image_processing_vita import VitaImageProcessor, find_tile_grid, get_num_tiles
-from .processing_vita import CHAT_TEMPLATE, SYSTEM_PROMPTS, VitaProcessor
+from .processing_vita import VitaProcessor
 from .tokenization_vita import (
     AUDIO_TOKEN,
     DEFAULT_STATE_TOKENS,
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "AUDIO_TOKEN",
+    "CHAT_FORMATS",
     "CHAT_TEMPLATE",
     "IMAGE_TOKEN",
     "DEFAULT_STATE_TOKENS",
@@ -45,6 +47,7 @@ __all__ = [
     "VitaState",
     "VitaVideoProcessor",
     "add_vita_special_tokens",
+    "build_chat_template",
     "checked_state_tokens",
     "extend_tokenizer_vocabulary",
     "find_tile_grid",

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from processing_vita.processing_vita import SYSTEM_PROMPTS
+from processing_vita import SYSTEM_PROMPTS
 
 IGNORE_INDEX = -100
 _MEDIA_TEXT = {"image": "<image>\n", "video": "<video>\n", "audio": "<audio>"}

@@ -21,106 +21,16 @@ import torch
 from transformers import AutoTokenizer, BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+from .chat_template_vita import (
+    build_chat_template,
+    checked_system_prompts,
+)
 from .feature_extraction_vita import VitaFeatureExtractor, get_audio_token_count, load_audio
 from .image_processing_vita import VitaImageProcessor, flatten_images
 from .tokenization_vita import AUDIO_TOKEN, IMAGE_TOKEN, VIDEO_TOKEN, VitaState, checked_state_tokens, parse_state
 from .video_processing_vita import VitaVideoProcessor, flatten_videos
 
 logger = logging.getLogger(__name__)
-
-_BASE_PROMPT = (
-    "You are an AI robot and your name is VITA. \n"
-    "- You are a multimodal large language model developed by the open source community. "
-    "Your aim is to be helpful, honest and harmless. \n"
-    "- You support the ability to communicate fluently and answer user questions in multiple languages of the user's "
-    "choice. \n"
-    "- If the user corrects the wrong answer you generated, you will apologize and discuss the correct answer with "
-    "the user."
-)
-SYSTEM_PROMPTS = {
-    "lang": _BASE_PROMPT,
-    "image": _BASE_PROMPT
-    + " \n- You must answer the question strictly according to the content of the image given by the user, and it is "
-    "strictly forbidden to answer the question without the content of the image. Please note that you are seeing the "
-    "image, not the video.",
-    "video": _BASE_PROMPT
-    + " \n- You must answer the question strictly according to the content of the video given by the user, and it is "
-    "strictly forbidden to answer the question without the content of the video. Please note that you are seeing the "
-    "video, not the image.",
-}
-
-
-def _jinja_str(s: str) -> str:
-    # Jinja string literals understand Python escapes; write newlines and quotes escaped.
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-# Media blocks of a user turn come first (image -> "<image>\n", video -> "<video>\n", audio -> "<audio>") in their
-# order, then the text blocks, as the original prompts put media before the question.
-def build_chat_template(
-    system_prompts: dict[str, str] | None = None, state_tokens: Mapping[str, str] | None = None
-) -> str:
-    """The jinja chat template with `system_prompts` (keys "lang", "image", "video"; default the released ones)
-    as the modality's default system prompt; a system message in the conversation overrides it.
-
-    An assistant message may carry `"state"` (a `VitaState` name): its answer is then written after that state's
-    token (`state_tokens`, default VITA-1.0's), as the model was trained to answer.
-    """
-    prompts = _checked_system_prompts(system_prompts)
-    tokens = checked_state_tokens(state_tokens)
-    token_map = "{" + ", ".join(f"{_jinja_str(name)}: {_jinja_str(token)}" for name, token in tokens.items()) + "}"
-    return (
-        "{%- set state_tokens = " + token_map + " -%}"
-        "{%- set ns = namespace(image=false, video=false, system=none) -%}"
-        "{%- for m in messages -%}"
-        "{%- if m['content'] is string -%}"
-        "{%- if '<video>' in m['content'] -%}{%- set ns.video = true -%}{%- endif -%}"
-        "{%- if '<image>' in m['content'] -%}{%- set ns.image = true -%}{%- endif -%}"
-        "{%- else -%}{%- for b in m['content'] -%}"
-        "{%- if b['type'] == 'video' -%}{%- set ns.video = true -%}"
-        "{%- elif b['type'] in ('image', 'image_url') -%}{%- set ns.image = true -%}{%- endif -%}"
-        "{%- endfor -%}{%- endif -%}"
-        "{%- if m['role'] == 'system' and ns.system is none -%}"
-        "{%- if m['content'] is string -%}{%- set ns.system = m['content'] -%}"
-        "{%- else -%}{%- set ns.system = m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text')"
-        " | join('') -%}{%- endif -%}{%- endif -%}"
-        "{%- endfor -%}"
-        "{%- if ns.system is none -%}"
-        "{%- if ns.video -%}{%- set ns.system = " + _jinja_str(prompts["video"]) + " -%}"
-        "{%- elif ns.image -%}{%- set ns.system = " + _jinja_str(prompts["image"]) + " -%}"
-        "{%- else -%}{%- set ns.system = " + _jinja_str(prompts["lang"]) + " -%}{%- endif -%}"
-        "{%- endif -%}"
-        "{{- 'system:' + ns.system + '</s>' -}}"
-        "{%- for m in messages if m['role'] != 'system' -%}"
-        "{{- '\\n' + ('bot' if m['role'] == 'assistant' else m['role']) + ':' -}}"
-        "{%- if m['role'] == 'assistant' and m['state'] is defined and m['state'] -%}"
-        "{{- state_tokens[m['state'] | string] + (' ' if m['content'] else '') -}}{%- endif -%}"
-        "{%- if m['content'] is string -%}{{- m['content'] -}}"
-        "{%- else -%}"
-        "{%- for b in m['content'] -%}"
-        "{%- if b['type'] in ('image', 'image_url') -%}{{- '<image>\\n' -}}"
-        "{%- elif b['type'] == 'video' -%}{{- '<video>\\n' -}}"
-        "{%- elif b['type'] == 'audio' -%}{{- '<audio>' -}}{%- endif -%}"
-        "{%- endfor -%}"
-        "{%- for b in m['content'] if b['type'] == 'text' -%}{{- b['text'] -}}{%- endfor -%}"
-        "{%- endif -%}"
-        "{{- '</s>' -}}"
-        "{%- endfor -%}"
-        "{%- if add_generation_prompt -%}{{- '\\nbot:' -}}{%- endif -%}"
-    )
-
-
-def _checked_system_prompts(system_prompts: dict[str, str] | None) -> dict[str, str]:
-    if system_prompts is None:
-        return dict(SYSTEM_PROMPTS)
-    if set(system_prompts) != set(SYSTEM_PROMPTS) or not all(isinstance(v, str) for v in system_prompts.values()):
-        raise ValueError(
-            f"system_prompts has keys {sorted(system_prompts)}; expected a string for each of {sorted(SYSTEM_PROMPTS)}"
-        )
-    return dict(system_prompts)
-
-
-CHAT_TEMPLATE = build_chat_template()
 
 _TEXT_KWARGS = {
     "padding",
@@ -187,7 +97,7 @@ class VitaProcessor(ProcessorMixin):
             **kwargs,
         )
         self.image_seq_length = int(image_seq_length)
-        self.system_prompts = _checked_system_prompts(system_prompts)
+        self.system_prompts = checked_system_prompts(system_prompts)
         self.state_tokens = checked_state_tokens(state_tokens)
         self.image_token = getattr(tokenizer, "image_token", None) or IMAGE_TOKEN
         self.video_token = getattr(tokenizer, "video_token", None) or VIDEO_TOKEN
@@ -454,4 +364,4 @@ class VitaProcessor(ProcessorMixin):
 # save_pretrained then writes auto_map and copies these files, so AutoX(..., trust_remote_code=True) can load them.
 VitaProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["VitaProcessor", "CHAT_TEMPLATE", "SYSTEM_PROMPTS", "build_chat_template"]
+__all__ = ["VitaProcessor"]
