@@ -1,9 +1,12 @@
-"""`vita-convert-original`: a released VITA-1.0 checkpoint folder to a native `VitaForConditionalGeneration` folder.
+"""`vita-convert-original`: a released VITA-1.0 or VITA-1.5 checkpoint folder, as published, to a native folder.
 
-The folder loads with `from_pretrained` / `AutoModel.from_pretrained(..., trust_remote_code=True)`: config
-(`convert_vita_config.py`), weights streamed shard by shard (`convert_vita_weights.py`, key mapping in
-`convert_vita_mapping.py`), the remote-code closure, a processor with the checkpoint's tokenizer and global CMVN, and
-a model card; optionally pushed to the Hub. The public conversion API is re-exported here.
+`vita-convert-original --input VITA1.5_ckpt --output vita15-hf` reads the release (`convert_vita_release.py`: the
+version from config.json, the tower folders it names, the tokenizer), builds the config (`convert_vita_config.py`),
+streams the weights shard by shard (`convert_vita_weights.py`, key mapping in `convert_vita_mapping.py`) and writes
+the remote-code closure, a processor with the release's tokenizer, chat format, state tokens and global CMVN, and a
+model card (`convert_vita_card.py`); optionally it pushes to the Hub. Everything is written into a staging folder that
+becomes `--output` only when all of it succeeded, so a failed conversion leaves nothing behind. It prints where each
+part came from and every value it had to default. The public conversion API is re-exported here.
 """
 
 from __future__ import annotations
@@ -12,15 +15,28 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from processing_vita import (
+    SYSTEM_PROMPTS,
+    VitaFeatureExtractor,
+    VitaImageProcessor,
+    VitaProcessor,
+    VitaVideoProcessor,
+    build_chat_template,
+)
 from processing_vita.feature_extraction_vita import load_global_cmvn
+from processing_vita.tokenization_vita import add_vita_special_tokens
 
 from .configuration_vita import VitaConfig
-from .convert_vita_config import build_vita_config, expected_shapes
+from .convert_vita_card import model_card
+from .convert_vita_config import RELEASES, build_vita_config, detect_release, expected_shapes
 from .convert_vita_mapping import (
     CMVN_KEYS,
     TABLE,
@@ -31,7 +47,9 @@ from .convert_vita_mapping import (
     revert_key,
     revert_state_dict,
 )
+from .convert_vita_release import ReleaseFolder, open_release
 from .convert_vita_weights import ConversionResult, convert_checkpoint
+from .pipeline_vita_duplex import custom_pipelines
 from .remote_code import write_remote_code
 
 logger = logging.getLogger(__name__)
@@ -46,114 +64,67 @@ def write_config_and_code(config: VitaConfig, output_dir: str | os.PathLike, dty
 
     output = Path(output_dir)
     config.auto_map = {**(getattr(config, "auto_map", None) or {}), **modeling_vita.AUTO_MAP}
+    config.custom_pipelines = custom_pipelines()  # pipeline("vita-duplex", model=folder, trust_remote_code=True)
     config.architectures = ["VitaForConditionalGeneration"]
     config.dtype = dtype
     config.save_pretrained(output)
-    ids = {name: getattr(config.text_config, f"{name}_token_id", None) for name in ("bos", "eos")}
-    GenerationConfig(
-        bos_token_id=1 if ids["bos"] is None else ids["bos"], eos_token_id=2 if ids["eos"] is None else ids["eos"]
-    ).save_pretrained(output)
+    ids = {f"{name}_token_id": getattr(config.text_config, f"{name}_token_id", None) for name in ("bos", "eos", "pad")}
+    GenerationConfig(**{name: value for name, value in ids.items() if value is not None}).save_pretrained(output)
     write_remote_code(output)
 
 
-def model_card(config: VitaConfig, repo_id: str | None = None) -> str:
-    """A README.md for the converted folder, generated from the config."""
-    text, vision, audio = config.text_config, config.vision_config, config.audio_config
-    name = repo_id or "path/to/converted-vita"
-    experts = getattr(text, "num_local_experts", None)
-    llm = f"{text.model_type} ({text.num_hidden_layers} layers, hidden {text.hidden_size}"
-    llm += f", {experts} experts top-{text.num_experts_per_tok})" if experts else ")"
-    state = ", ".join(f"`{t}`" for t in config.state_tokens.values())
-    return f"""---
-license: apache-2.0
-library_name: transformers
-pipeline_tag: any-to-any
-tags: [vita, omni, multimodal, audio, vision, custom_code]
----
+def _tokenizer_with_placeholders(release: ReleaseFolder, overrides: dict[str, int]) -> tuple[Any, dict[str, int], int]:
+    """The release's tokenizer with VITA's placeholders added: `(tokenizer or None, placeholder ids, rows)`.
 
-# VITA (converted to transformers 5.x)
-
-VITA-1.0, the open omni multimodal LLM of Fu et al. (2024), converted from the original `VITAMixtralForCausalLM`
-checkpoint to a native transformers model (`VitaForConditionalGeneration`, loaded with `trust_remote_code=True`).
-
-## Architecture
-- LLM: {llm}, vocabulary {text.vocab_size}.
-- Vision: InternViT as transformers' `InternVLVisionModel` ({vision.num_hidden_layers} layers, hidden
-  {vision.hidden_size}, {vision.image_size[0]} px tiles, patch {vision.patch_size[0]}), last layer without CLS,
-  features x{config.vision_feature_scale}, 2x2 pixel shuffle, two-layer GELU MLP: {config.image_seq_length} tokens
-  per tile or video frame; the image processor tiles large images (1-12 tiles plus a thumbnail by default).
-- Audio: the "whale" encoder ({audio.num_hidden_layers} layers, hidden {audio.hidden_size},
-  {audio.num_attention_heads} heads) on {audio.num_mel_bins}-bin Kaldi fbank with global CMVN (in the feature
-  extractor), 4x CNN subsampling and a stride-2 CNN adapter: 12.5 tokens per second.
-
-## Modalities
-Input: text, image, video (frames), audio, alone or combined. Output: text (speech through an external TTS).
-
-## State tokens
-Every answer opens with one of {state}: the input was a spoken query (answer it), noisy audio not meant for the
-assistant (say nothing), a text query. Placeholder ids: image {config.image_token_id}, video
-{config.video_token_id}, audio {config.audio_token_id}.
-
-## Usage
-```python
-from transformers import AutoModel, AutoProcessor
-
-model = AutoModel.from_pretrained("{name}", trust_remote_code=True)
-processor = AutoProcessor.from_pretrained("{name}", trust_remote_code=True)
-messages = [{{"role": "user", "content": [{{"type": "image", "image": "photo.jpg"}},
-                                         {{"type": "text", "text": "What is in the picture?"}}]}}]
-inputs = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                       return_dict=True, return_tensors="pt")
-out = model.generate(**inputs, max_new_tokens=64)
-state, answer = processor.parse_response(processor.decode(out[0, inputs["input_ids"].shape[1]:]))
-```
-
-## License
-Apache-2.0, as the original release.
-
-## Citation
-```bibtex
-@article{{fu2024vita,
-  title={{VITA: Towards Open-Source Interactive Omni Multimodal LLM}},
-  author={{Fu, Chaoyou and others}},
-  journal={{arXiv preprint arXiv:2408.05211}},
-  year={{2024}}
-}}
-```
-"""
-
-
-def _load_tokenizer(input_dir: Path) -> tuple[object | None, dict[str, int]]:
-    """The input folder's tokenizer with VITA's placeholders added (their ids go into the config), if it has one and
-    `processing_vita` imports. Imported lazily: remote-code files must never import `processing_vita`."""
+    `rows` is the embedding rows the converted LLM needs: the checkpoint's own, or `len(tokenizer)` when the
+    placeholders found no free row (the embeddings and LM head then grow with mean-initialised rows).
+    """
+    rows = int(release.config.get("vocab_size") or 0)
     tokenizer_files = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
-    if not any((input_dir / name).is_file() for name in tokenizer_files):
-        return None, {}
-    try:
-        from transformers import AutoTokenizer
+    if not any((release.input_dir / name).is_file() for name in tokenizer_files):
+        missing = [kind for kind in ("image", "video", "audio") if f"{kind}_token_id" not in overrides]
+        if missing and release.version != "1.0":
+            raise ValueError(
+                f"{release.input_dir} has no tokenizer ({', '.join(tokenizer_files)}); expected the release's "
+                f"tokenizer files beside config.json, or the placeholder ids given with --{missing[0]}-token-id"
+            )
+        release.notes.append("no tokenizer in the input folder: no processor is written")
+        return None, overrides, rows
+    from transformers import AutoTokenizer
 
-        from processing_vita.tokenization_vita import add_vita_special_tokens
-    except ImportError:
-        return None, {}
-    tokenizer = AutoTokenizer.from_pretrained(input_dir)
-    ids = add_vita_special_tokens(tokenizer)
-    return tokenizer, {
-        f"{kind}_token_id": ids[f"<{kind}>"] for kind in ("image", "video", "audio") if f"<{kind}>" in ids
-    }
+    tokenizer = AutoTokenizer.from_pretrained(release.input_dir)
+    added = add_vita_special_tokens(tokenizer)
+    ids = {f"{kind}_token_id": added[f"<{kind}>"] for kind in ("image", "video", "audio")} | overrides
+    if len(tokenizer) > rows:
+        release.notes.append(
+            f"vocabulary: {rows} embedding rows hold {len(tokenizer) - 3} tokens; the placeholders need "
+            f"{len(tokenizer) - rows} more: embeddings and LM head grow to {len(tokenizer)} rows (mean-initialised)"
+        )
+        rows = len(tokenizer)
+    release.notes.append("placeholders: " + ", ".join(f"{k.split('_')[0]} {v}" for k, v in ids.items()))
+    return tokenizer, ids, rows
 
 
-def _save_processor(output: Path, tokenizer, mean: list[float] | None, istd: list[float] | None) -> str:
-    """Optional: the feature extractor with the CMVN statistics, plus the full processor when a tokenizer exists."""
-    try:
-        from processing_vita import VitaFeatureExtractor, VitaProcessor
-    except ImportError as err:
-        return f"processing_vita not importable ({err}); no processor saved"
+def _save_processor(output: Path, tokenizer: Any, config: VitaConfig, version: str, mean, istd) -> str:
+    """The feature extractor with the CMVN statistics, plus the full processor (the release's chat format and state
+    tokens) when the release has a tokenizer."""
     extractor = VitaFeatureExtractor(**({} if mean is None else {"cmvn_mean": mean, "cmvn_istd": istd}))
     if tokenizer is None:
         extractor.save_pretrained(output)
         return "feature extractor saved (no tokenizer in the input folder)"
-    VitaProcessor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(output)
-    return "processor saved"
+    template = build_chat_template(SYSTEM_PROMPTS, config.state_tokens, RELEASES[version]["chat_format"])
+    tile = config.vision_config.image_size[0]
+    processor = VitaProcessor(
+        image_processor=VitaImageProcessor(image_size=tile),
+        video_processor=VitaVideoProcessor(image_size=tile),
+        feature_extractor=extractor,
+        tokenizer=tokenizer,
+        chat_template=template,
+        image_seq_length=config.image_seq_length,
+        state_tokens=config.state_tokens,
+    )
+    processor.save_pretrained(output)
+    return f"processor saved ({RELEASES[version]['chat_format']} chat format, state tokens {config.state_tokens})"
 
 
 def _push(output: Path, repo_id: str, dry_run: bool) -> None:
@@ -177,14 +148,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--input", required=True, help="original checkpoint folder (config.json + weights)")
-    parser.add_argument("--audio-encoder", help="original audio-encoder folder with train.yaml and global_cmvn")
-    parser.add_argument("--output", required=True, help="folder to write the converted model to")
+    parser.add_argument("--input", required=True, help="the released checkpoint folder (config.json + weights)")
+    parser.add_argument("--output", required=True, help="a new folder to write the converted model to")
+    parser.add_argument("--version", choices=sorted(RELEASES), help="the release (default: read from config.json)")
+    parser.add_argument("--vision-tower", help="the InternViT folder, when config.json's mm_vision_tower is not found")
+    parser.add_argument("--audio-encoder", help="the audio-encoder folder (train.yaml, global_cmvn), likewise")
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="bfloat16")
     parser.add_argument("--max-shard-size", default="5GB", help="e.g. 5GB, 500MB")
-    parser.add_argument("--image-token-id", type=int, help="id of <image> in the converted tokenizer")
-    parser.add_argument("--video-token-id", type=int, help="id of <video> in the converted tokenizer")
-    parser.add_argument("--audio-token-id", type=int, help="id of <audio> in the converted tokenizer")
+    parser.add_argument("--image-token-id", type=int, help="id of <image> (default: added to the release's tokenizer)")
+    parser.add_argument("--video-token-id", type=int, help="id of <video> (likewise)")
+    parser.add_argument("--audio-token-id", type=int, help="id of <audio> (likewise)")
     parser.add_argument("--allow-missing", action="store_true", help="write the folder even if weights are missing")
     parser.add_argument("--push-to-hub", metavar="REPO", help="upload the folder to this Hub repository")
     parser.add_argument("--dry-run", action="store_true", help="with --push-to-hub: print what would be pushed")
@@ -192,59 +165,88 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _checked_output(input_dir: Path, output: Path) -> None:
+    source, target = input_dir.resolve(), output.resolve()
+    if target == source or source in target.parents or target in source.parents:
+        raise ValueError(f"--output {output} overlaps --input {input_dir}; expected a folder outside the checkpoint")
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ValueError(f"--output {output} exists and is not an empty folder; expected a new or empty folder")
+
+
+def convert(args: argparse.Namespace) -> Path:
+    """Convert as `args` say; the output folder appears only when everything succeeded."""
     from transformers.utils.hub import convert_file_size_to_int
 
-    args = parse_args(argv)
-    input_dir, output = Path(args.input), Path(args.output)
-    config_path = input_dir / "config.json"
-    if not config_path.is_file():
-        raise ValueError(f"No config.json in {input_dir}; expected the original VITA_ckpt folder.")
-    original_config = json.loads(config_path.read_text())
-    train_yaml, cmvn_file = None, None
-    if args.audio_encoder:
-        import yaml
-
-        audio_dir = Path(args.audio_encoder)
-        if (audio_dir / "train.yaml").is_file():
-            train_yaml = yaml.safe_load((audio_dir / "train.yaml").read_text())
-        if (audio_dir / "global_cmvn").is_file():
-            cmvn_file = audio_dir / "global_cmvn"
-    tokenizer, overrides = _load_tokenizer(input_dir)
-    overrides |= {
+    release = open_release(args.input, args.version, args.vision_tower, args.audio_encoder)
+    output = Path(args.output)
+    _checked_output(release.input_dir, output)
+    overrides = {
         f"{kind}_token_id": getattr(args, f"{kind}_token_id")
         for kind in ("image", "video", "audio")
         if getattr(args, f"{kind}_token_id") is not None
     }
-    config = build_vita_config(original_config, train_yaml, **overrides)
-    dtype = _DTYPES[args.dtype]
-    result = convert_checkpoint(
-        input_dir,
-        output,
-        config,
-        dtype,
-        convert_file_size_to_int(args.max_shard_size),
-        args.allow_missing,
-        progress=not args.no_progress,
+    tokenizer, ids, rows = _tokenizer_with_placeholders(release, overrides)
+    text_overrides = {"vocab_size": rows} if rows else {}
+    config_fields = {**release.config, **text_overrides}
+    config, report = build_vita_config(
+        config_fields, release.version, release.vision, release.audio, release.sources, **ids
     )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        result = convert_checkpoint(
+            release.input_dir,
+            staging,
+            config,
+            _DTYPES[args.dtype],
+            convert_file_size_to_int(args.max_shard_size),
+            args.allow_missing,
+            progress=not args.no_progress,
+            vocab_rows=rows or None,
+        )
+        mean, istd = _cmvn(result, release)
+        write_config_and_code(config, staging, _DTYPES[args.dtype])
+        (staging / "README.md").write_text(model_card(config, release.version, args.push_to_hub))
+        if mean is not None:
+            (staging / "cmvn.json").write_text(json.dumps({"cmvn_mean": mean, "cmvn_istd": istd}) + "\n")
+        release.notes.append(_save_processor(staging, tokenizer, config, release.version, mean, istd))
+        if output.exists():
+            output.rmdir()  # checked empty above
+        staging.rename(output)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    for line in [*release.notes, *report.lines()]:
+        print(line)
     if result.missing_keys:
         print(f"warning: {len(result.missing_keys)} weight(s) missing, initialised on load: {result.missing_keys}")
-    # The buffers are exactly what the trained encoder applied; the global_cmvn file is the fallback.
-    mean, istd = result.cmvn_mean, result.cmvn_istd
-    if cmvn_file is not None:
-        file_mean, file_istd = load_global_cmvn(cmvn_file)
-        if mean is None:
-            mean, istd = file_mean, file_istd
-        elif not torch.allclose(
-            torch.tensor(file_mean, dtype=torch.float64), torch.tensor(mean, dtype=torch.float64), rtol=1e-4
-        ):
-            print(f"warning: {cmvn_file} differs from the CMVN buffers in the checkpoint; using the buffers")
-    write_config_and_code(config, output, dtype)
-    (output / "README.md").write_text(model_card(config, args.push_to_hub))
-    if mean is not None:
-        (output / "cmvn.json").write_text(json.dumps({"cmvn_mean": mean, "cmvn_istd": istd}) + "\n")
-    print(_save_processor(output, tokenizer, mean, istd))
     print(f"converted {len(result.weight_map)} tensors into {output}")
+    return output
+
+
+def _cmvn(result: ConversionResult, release: ReleaseFolder) -> tuple[list[float] | None, list[float] | None]:
+    """The CMVN the trained encoder applied: its buffers in the checkpoint; the audio folder's global_cmvn file is the
+    fallback and is checked against them."""
+    mean, istd = result.cmvn_mean, result.cmvn_istd
+    if release.cmvn_file is None:
+        return mean, istd
+    file_mean, file_istd = load_global_cmvn(release.cmvn_file)
+    if mean is None:
+        return file_mean, file_istd
+    if not torch.allclose(
+        torch.tensor(file_mean, dtype=torch.float64), torch.tensor(mean, dtype=torch.float64), rtol=1e-4
+    ):
+        print(f"warning: {release.cmvn_file} differs from the CMVN buffers in the checkpoint; using the buffers")
+    return mean, istd
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        output = convert(args)
+    except ValueError as error:
+        print(f"vita-convert-original: error: {error}", file=sys.stderr)
+        return 2
     if args.push_to_hub:
         _push(output, args.push_to_hub, args.dry_run)
     return 0
@@ -259,15 +261,19 @@ __all__ = [
     "TABLE",
     "ConversionResult",
     "build_vita_config",
+    "convert",
     "convert_checkpoint",
     "convert_key",
     "convert_state_dict",
+    "detect_release",
     "expected_shapes",
     "load_global_cmvn",
     "main",
     "model_card",
     "new_pieces",
+    "open_release",
     "original_pieces",
+    "parse_args",
     "revert_key",
     "revert_state_dict",
 ]

@@ -164,7 +164,21 @@ class ConversionResult:
     missing_keys: list[str]
 
 
-def _plan(shards: list[_InputShard], config: VitaConfig) -> tuple[list[tuple[str, tuple[int, ...]]], list[str]]:
+# The tensors with one row per token: they grow when the placeholders found no free row in the vocabulary.
+VOCAB_TENSORS = ("model.language_model.embed_tokens.weight", "lm_head.weight")
+
+
+def _grown(name: str, tensor: torch.Tensor, rows: int | None) -> torch.Tensor:
+    """`tensor` with rows appended up to `rows`, each the mean of the old rows (a neutral start for new tokens)."""
+    if rows is None or name not in VOCAB_TENSORS or tensor.shape[0] >= rows:
+        return tensor
+    mean = tensor.float().mean(dim=0, keepdim=True).to(tensor.dtype)
+    return torch.cat([tensor, mean.expand(rows - tensor.shape[0], -1)])
+
+
+def _plan(
+    shards: list[_InputShard], config: VitaConfig, vocab_rows: int | None = None
+) -> tuple[list[tuple[str, tuple[int, ...]]], list[str]]:
     """Output tensors in the order the stream completes them (the same assembler on meta tensors); raises on
     unknown keys, shape mismatches and incomplete experts; returns the missing keys."""
     entries = [entry for shard in shards for entry in shard.entries]
@@ -174,7 +188,9 @@ def _plan(shards: list[_InputShard], config: VitaConfig) -> tuple[list[tuple[str
     assembler, order = _Assembler(getattr(config.text_config, "num_local_experts", 0)), []
     for entry in entries:
         meta = torch.empty(entry.shape, dtype=entry.dtype, device="meta")
-        order += [(name, tuple(tensor.shape)) for name, tensor in assembler.feed(entry.name, meta)]
+        order += [
+            (name, tuple(_grown(name, tensor, vocab_rows).shape)) for name, tensor in assembler.feed(entry.name, meta)
+        ]
     expected, produced = expected_shapes(config), dict(order)
     problems = [f"{k}: found {s}, expected {expected[k]}" for k, s in order if k in expected and expected[k] != s]
     problems += [f"{k}: not a parameter of VitaForConditionalGeneration" for k in produced if k not in expected]
@@ -208,12 +224,16 @@ def convert_checkpoint(
     max_shard_size: int = 5_000_000_000,
     allow_missing: bool = False,
     progress: bool = True,
+    vocab_rows: int | None = None,
 ) -> ConversionResult:
-    """Stream the weights of `input_dir` into safetensors shards in `output_dir` (weights and index only)."""
+    """Stream the weights of `input_dir` into safetensors shards in `output_dir` (weights and index only).
+
+    `vocab_rows`: grow the embeddings and the LM head to that many rows (mean-initialised), see `_grown`.
+    """
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     shards = _input_shards(Path(input_dir))
-    order, missing = _plan(shards, config)
+    order, missing = _plan(shards, config, vocab_rows)
     if missing and not allow_missing:
         raise ValueError(
             f"The checkpoint lacks {len(missing)} weight(s) of VitaForConditionalGeneration: {missing[:20]}"
@@ -228,7 +248,7 @@ def convert_checkpoint(
             for name, tensor in _read_tensors(shard):
                 bar.update(tensor.numel() * tensor.element_size())
                 for new_name, new_tensor in assembler.feed(name, tensor):
-                    writer.write(new_name, new_tensor)
+                    writer.write(new_name, _grown(new_name, new_tensor, vocab_rows))
                 del tensor  # the read buffer goes before the next one is allocated
     weight_map = writer.close()
     if len(writer.names) > 1:

@@ -92,13 +92,7 @@ class VitaDuplexPipeline(Pipeline):
         so that `pipeline("vita-duplex", model=save_directory, trust_remote_code=True)` works where this project is
         absent (the folder's code is the remote-code closure, see `remote_code.py`)."""
         os.makedirs(save_directory, exist_ok=True)
-        self.model.config.custom_pipelines = {
-            TASK: {
-                "impl": f"{type(self).__module__.rpartition('.')[2]}.{type(self).__name__}",
-                "pt": (AutoModelForCausalLM.__name__,),
-                "type": "multimodal",
-            }
-        }
+        self.model.config.custom_pipelines = custom_pipelines(type(self))
         self.model.save_pretrained(save_directory, **kwargs)
         self.processor.save_pretrained(save_directory)
         write_remote_code(save_directory)
@@ -155,6 +149,13 @@ class VitaDuplexPipeline(Pipeline):
         )
 
 
+def custom_pipelines(pipeline_class: type = VitaDuplexPipeline) -> dict[str, dict[str, Any]]:
+    """The `custom_pipelines` entry of a saved config.json that makes `pipeline("vita-duplex", model=folder,
+    trust_remote_code=True)` load `pipeline_class` from the folder's own code."""
+    impl = f"{pipeline_class.__module__.rpartition('.')[2]}.{pipeline_class.__name__}"
+    return {TASK: {"impl": impl, "pt": (AutoModelForCausalLM.__name__,), "type": "multimodal"}}
+
+
 def register_vita_duplex_pipeline() -> None:
     """Make `pipeline("vita-duplex", ...)` available in this process (and saved with `pipe.save_pretrained`)."""
     PIPELINE_REGISTRY.register_pipeline(
@@ -162,4 +163,4 @@ def register_vita_duplex_pipeline() -> None:
     )
 
 
-__all__ = ["VitaDuplexPipeline", "register_vita_duplex_pipeline"]
+__all__ = ["VitaDuplexPipeline", "custom_pipelines", "register_vita_duplex_pipeline"]

@@ -6,6 +6,7 @@ The checkpoint and the independent re-implementation of the original forward pas
 """
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,12 +19,14 @@ from modeling_vita.convert_vita_original_to_hf import (
     CMVN_KEYS,
     TABLE,
     build_vita_config,
+    convert,
     convert_key,
     convert_state_dict,
     load_global_cmvn,
     main,
     new_pieces,
     original_pieces,
+    parse_args,
     revert_key,
     revert_state_dict,
 )
@@ -35,11 +38,11 @@ MEDIA_IDS = {"image": 4, "audio": 6}
 
 
 def _convert(original: Path, audio: Path | None, output: Path, *extra: str) -> Path:
+    """Convert; a refused input raises its `ValueError` here (`main` prints it and returns 2)."""
     argv = ["--input", str(original), "--output", str(output), "--no-progress", *TOKEN_IDS, *extra]
     if audio is not None:
         argv += ["--audio-encoder", str(audio)]
-    assert main(argv) == 0
-    return output
+    return convert(parse_args(argv))
 
 
 @pytest.fixture(scope="module")
@@ -194,9 +197,9 @@ def test_unknown_keys_are_refused_with_their_names(checkpoint, tmp_path):
     extra = {"model.mm_projector.4.weight": torch.zeros(2, 2), "model.audio_encoder.foo": torch.zeros(1)}
     original_vita.write_original_checkpoint(tmp_path / "odd", checkpoint["state_dict"], num_shards=2, extra=extra)
     with pytest.raises(ValueError, match="Refusing 2 key") as error:
-        _convert(tmp_path / "odd", None, tmp_path / "out")
+        _convert(tmp_path / "odd", checkpoint["root"] / "audio-encoder", tmp_path / "out")
     assert "model.mm_projector.4.weight" in str(error.value) and "model.audio_encoder.foo" in str(error.value)
-    assert not list((tmp_path / "out").glob("*.safetensors"))  # nothing written before the check
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))  # nothing left behind
 
 
 def test_missing_keys_are_reported(checkpoint, tmp_path):
@@ -219,9 +222,18 @@ def test_missing_keys_are_reported(checkpoint, tmp_path):
 
 
 def test_shape_mismatch_names_the_key_with_found_and_expected_shapes(checkpoint, tmp_path):
-    # Without train.yaml the audio encoder gets the released model's dimensions, which the tiny weights do not fit.
-    with pytest.raises(ValueError, match=r"subsampling\.conv\.0\.bias: found \(32,\), expected \(1024,\)"):
-        _convert(checkpoint["root"] / "VITA_ckpt", None, tmp_path / "out")
+    # A train.yaml that promises a wider encoder than the weights hold.
+    import yaml
+
+    audio = tmp_path / "audio-encoder"
+    shutil.copytree(checkpoint["root"] / "audio-encoder", audio)
+    train = yaml.safe_load((audio / "train.yaml").read_text())
+    train["encoder_conf"]["para_conf"]["transformer"]["transformer-output-dim"] = 48
+    train["model_conf"]["enc_out_dim"] = 48
+    (audio / "train.yaml").write_text(yaml.safe_dump(train))
+    with pytest.raises(ValueError, match=r"subsampling\.conv\.0\.bias: found \(32,\), expected \(48,\)"):
+        _convert(checkpoint["root"] / "VITA_ckpt", audio, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
 
 
 def test_tokenizer_in_the_input_gives_a_processor_and_the_placeholder_ids(checkpoint, tmp_path):
@@ -240,11 +252,18 @@ def test_tokenizer_in_the_input_gives_a_processor_and_the_placeholder_ids(checkp
     assert processor.audio_token_id == 6
 
 
+def test_the_command_prints_a_refused_input_and_exits_2(tmp_path, capsys):
+    assert main(["--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("vita-convert-original: error:") and "config.json does not exist" in error
+    assert "Traceback" not in error and not (tmp_path / "out").exists()
+
+
 def test_config_mismatch_names_found_and_expected():
     config = original_vita.original_config()
     config["mm_hidden_size"] = 4096
-    with pytest.raises(ValueError, match=r"mm_hidden_size 4096, but the vision config gives 128"):
-        build_vita_config(config, image_token_id=4, video_token_id=5, audio_token_id=6)
+    with pytest.raises(ValueError, match=r"mm_hidden_size 4096, but the vision tower .* gives 128"):
+        build_vita_config(config, "1.0", image_token_id=4, video_token_id=5, audio_token_id=6)
 
 
 def test_dry_run_push_writes_the_folder_and_never_touches_the_network(checkpoint, tmp_path, monkeypatch, capsys):
@@ -257,9 +276,10 @@ def test_dry_run_push_writes_the_folder_and_never_touches_the_network(checkpoint
         monkeypatch.setattr(huggingface_hub, name, refuse)
         monkeypatch.setattr(huggingface_hub.HfApi, name, refuse)
     root = checkpoint["root"]
-    output = _convert(
-        root / "VITA_ckpt", root / "audio-encoder", tmp_path / "dry", "--push-to-hub", "org/vita", "--dry-run"
-    )
+    output = tmp_path / "dry"
+    argv = ["--input", str(root / "VITA_ckpt"), "--output", str(output), "--no-progress", *TOKEN_IDS]
+    argv += ["--audio-encoder", str(root / "audio-encoder"), "--push-to-hub", "org/vita", "--dry-run"]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "[dry-run] would push" in printed and "org/vita" in printed and "model.safetensors" in printed
     assert (output / "model.safetensors").is_file() and (output / "config.json").is_file()
