@@ -329,3 +329,21 @@ def test_duplex_session_on_a_converted_15_folder_decides_with_its_state_characte
         ("user", "query_audio", False),
         ("assistant", "query_audio", False),
     ]
+
+
+def test_every_value_no_file_gave_is_printed_as_defaulted(release15, tmp_path):
+    import yaml
+
+    root = tmp_path / "sparse"
+    shutil.copytree(release15["root"], root, ignore=shutil.ignore_patterns("vita15-hf"))
+    train_path = root / original_vita15.AUDIO_FOLDER / "train.yaml"
+    train = yaml.safe_load(train_path.read_text())
+    del train["model_conf"]["kernel_size"]  # the released adapter's 5 is what the weights hold
+    train_path.write_text(yaml.safe_dump(train))
+    checkpoint = root / original_vita15.CHECKPOINT_FOLDER
+    config = json.loads((checkpoint / "config.json").read_text())
+    del config["rope_theta"]
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    printed = _run(["--input", str(checkpoint), "--output", str(tmp_path / "out"), "--no-progress"])
+    assert "defaulted audio_config.adapter_kernel_size = 5 (no file gave it)" in printed
+    assert "defaulted text_config.rope_theta = 1000000.0 (no file gave it)" in printed
