@@ -142,7 +142,7 @@ def evaluate_encoder(
             chunk = clips[start : start + 32]
             features, mask = _pad([f for f, _ in chunk])
             out = encoder(features, input_features_mask=mask)
-            log_probs = head(out.encoder_last_hidden_state)
+            log_probs = head(out.last_hidden_state)
             lengths = get_num_encoder_frames(mask.sum(-1))  # the encoder's 25 Hz frames
             for i, (_, text) in enumerate(chunk):
                 pairs.append((text, greedy_decode(log_probs[i], int(lengths[i]))))
@@ -223,7 +223,7 @@ def pretrain_audio_encoder(
             # SpecAugment masks each clip on its own (torchaudio masks a whole batch alike).
             features = torch.stack([time_mask(freq_mask(time_mask(freq_mask(f.T)))).T for f in features])
             out = encoder(features, input_features_mask=mask)
-            log_probs = head(out.encoder_last_hidden_state)  # (batch, frames / 4, classes)
+            log_probs = head(out.last_hidden_state)  # (batch, frames / 4, classes)
             lengths = get_num_encoder_frames(mask.sum(-1))  # the encoder's 25 Hz frames
             targets = [torch.tensor(labels) for _, labels in batch]
             loss = F.ctc_loss(

@@ -11,7 +11,8 @@ Two deliberate departures from the original, both about inference correctness:
   inference, depending on an external yaml);
 - every output carries a mask, so padded frames never reach the LLM.
 The module layout borrows from transformers' audio towers (`Qwen2AudioEncoder`): a `PreTrainedModel` with
-`GradientCheckpointingLayer` blocks and eager/SDPA attention.
+`GradientCheckpointingLayer` blocks and eager/SDPA attention. Its output follows transformers' multimodal towers:
+`last_hidden_state` is the transformer's (the tower width), `pooler_output` the adapter's (the LLM width).
 """
 
 import logging
@@ -25,8 +26,8 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.utils import ModelOutput
 
 from .configuration_vita import VitaAudioEncoderConfig
 
@@ -73,23 +74,21 @@ def _sinusoid_table(length: int, dim: int, device: torch.device, dtype: torch.dt
 
 
 @dataclass
-class VitaAudioEncoderOutput(ModelOutput):
+class VitaAudioEncoderOutput(BaseModelOutputWithPooling):
     r"""
-    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, num_tokens, output_size)`):
-        Adapter outputs at the LLM width; positions where `attention_mask` is 0 come from padding.
-    attention_mask (`torch.BoolTensor` of shape `(batch_size, num_tokens)`):
-        True on the outputs that belong to real audio.
-    encoder_last_hidden_state (`torch.FloatTensor` of shape `(batch_size, encoder_frames, hidden_size)`):
-        Transformer output before the adapter (25 frames a second).
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, encoder_frames, hidden_size)`):
+        Output of the transformer after its final layer norm, 25 frames a second; frames past a clip's length come
+        from padding.
+    pooler_output (`torch.FloatTensor` of shape `(batch_size, num_tokens, output_size)`):
+        The adapter's output at the LLM width, 12.5 vectors a second; positions where `attention_mask` is 0 come from
+        padding.
     hidden_states (`tuple(torch.FloatTensor)`, *optional*): embedding output and the output of each block.
     attentions (`tuple(torch.FloatTensor)`, *optional*): attention probabilities of each block.
+    attention_mask (`torch.LongTensor` of shape `(batch_size, num_tokens)`):
+        1 on the `pooler_output` vectors that belong to real audio, 0 on those from padding.
     """
 
-    last_hidden_state: torch.FloatTensor | None = None
-    attention_mask: torch.BoolTensor | None = None
-    encoder_last_hidden_state: torch.FloatTensor | None = None
-    hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    attentions: tuple[torch.FloatTensor, ...] | None = None
+    attention_mask: torch.LongTensor | None = None
 
 
 class VitaAudioSubsampling(nn.Module):
@@ -359,11 +358,11 @@ class VitaAudioEncoder(PreTrainedModel):
         adapted = self.adapter(hidden_states, encoder_mask.to(hidden_states.dtype))
         output_mask = _length_to_mask(get_audio_token_counts(frame_lengths), adapted.shape[1])
         output = VitaAudioEncoderOutput(
-            last_hidden_state=adapted,
-            attention_mask=output_mask,
-            encoder_last_hidden_state=hidden_states,
+            last_hidden_state=hidden_states,
+            pooler_output=adapted,
             hidden_states=all_hidden_states,
             attentions=all_attentions,
+            attention_mask=output_mask.long(),
         )
         return output if return_dict else output.to_tuple()
 

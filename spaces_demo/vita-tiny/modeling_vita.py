@@ -29,9 +29,10 @@ from transformers.modeling_outputs import (
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
 from transformers.utils.deprecation import deprecate_kwarg
-from transformers.utils.generic import can_return_tuple
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import select_hidden_states
 
-from .audio_encoder import VitaAudioEncoder
+from .audio_encoder import VitaAudioEncoder, VitaAudioEncoderOutput
 from .configuration_vita import VitaConfig
 from .remote_code import write_remote_code
 
@@ -142,26 +143,29 @@ class VitaModel(VitaPreTrainedModel):
     def set_input_embeddings(self, value: nn.Module) -> None:
         self.language_model.set_input_embeddings(value)
 
-    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+    @merge_with_config_defaults
+    @can_return_tuple
+    @select_hidden_states("vision_feature_layer")
+    def get_image_features(
+        self, pixel_values: torch.FloatTensor, vision_feature_layer: int | None = None, **kwargs
+    ) -> tuple | BaseModelOutputWithPooling:
         r"""
         pixel_values (`torch.FloatTensor` of shape `(num_tiles, 3, image_size, image_size)`):
             All tiles of all images (or all video frames), normalised by the image processor.
+        vision_feature_layer (`int`, *optional*): the vision tower layer whose output is used; defaults to
+            `config.vision_feature_layer`.
 
-        Returns the vision tower's output with `pooler_output` set to the projected features, of shape
+        Returns the vision tower's output (`last_hidden_state` with the CLS token, `hidden_states` and `attentions`
+        when asked) with `pooler_output` set to the projected features the LLM receives, of shape
         `(num_tiles, image_seq_length, text_hidden_size)`.
         """
-        feature_layer = self.config.vision_feature_layer
-        want_hidden_states = kwargs.pop("output_hidden_states", False) or feature_layer != -1
         vision_outputs = self.vision_tower(
-            pixel_values=pixel_values.to(self.vision_tower.dtype),
-            output_hidden_states=want_hidden_states,
-            return_dict=True,
-            **kwargs,
+            pixel_values=pixel_values.to(self.vision_tower.dtype), return_dict=True, **kwargs
         )
-        if feature_layer == -1:
+        if vision_feature_layer == -1:
             features = vision_outputs.last_hidden_state
         else:
-            features = vision_outputs.hidden_states[feature_layer]
+            features = vision_outputs.hidden_states[vision_feature_layer]
         features = features[:, 1:, :]  # drop CLS: (num_tiles, patches, vision_hidden)
         grid = int(features.shape[1] ** 0.5)
         features = features.reshape(features.shape[0], grid, grid, -1) * self.config.vision_feature_scale
@@ -169,33 +173,38 @@ class VitaModel(VitaPreTrainedModel):
         vision_outputs.pooler_output = self.multi_modal_projector(features)
         return vision_outputs
 
-    def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
-        """Video frames are single tiles through the same tower and projector as images."""
-        return self.get_image_features(pixel_values_videos, **kwargs)
+    @can_return_tuple
+    def get_video_features(
+        self, pixel_values_videos: torch.FloatTensor, **kwargs
+    ) -> tuple | BaseModelOutputWithPooling:
+        r"""
+        pixel_values_videos (`torch.FloatTensor` of shape `(num_frames, 3, image_size, image_size)`):
+            All frames of all videos: single tiles through the same tower and projector as images.
 
+        Returns the vision tower's output with `pooler_output` of shape `(num_frames, image_seq_length,
+        text_hidden_size)`, as `get_image_features`.
+        """
+        return self.get_image_features(pixel_values_videos, return_dict=True, **kwargs)
+
+    @can_return_tuple
     def get_audio_features(
         self,
         input_features: torch.FloatTensor,
         input_features_mask: torch.Tensor | None = None,
         **kwargs,
-    ) -> BaseModelOutputWithPooling:
+    ) -> tuple | VitaAudioEncoderOutput:
         r"""
         input_features (`torch.FloatTensor` of shape `(num_clips, num_frames, num_mel_bins)`):
             Fbank frames after CMVN, right padded.
         input_features_mask (`torch.Tensor` of shape `(num_clips, num_frames)`, *optional*): 1 on real frames.
 
-        Returns the encoder output with `pooler_output` a tuple with one `(num_tokens_i, text_hidden_size)` tensor
-        per clip: padded positions are already removed.
+        Returns the audio tower's output (`last_hidden_state`, `hidden_states` and `attentions` of its transformer;
+        `attention_mask` marks the adapter outputs of real audio) with `pooler_output` set to the features the LLM
+        receives: the adapter outputs of real audio, clip after clip, of shape `(num_audio_tokens, text_hidden_size)`.
         """
         audio_outputs = self.audio_tower(input_features, input_features_mask, return_dict=True, **kwargs)
-        token_counts = audio_outputs.attention_mask.sum(-1).tolist()
-        per_clip = tuple(features[:count] for features, count in zip(audio_outputs.last_hidden_state, token_counts))
-        return BaseModelOutputWithPooling(
-            last_hidden_state=audio_outputs.last_hidden_state,
-            pooler_output=per_clip,
-            hidden_states=audio_outputs.hidden_states,
-            attentions=audio_outputs.attentions,
-        )
+        audio_outputs.pooler_output = audio_outputs.pooler_output[audio_outputs.attention_mask.bool()]
+        return audio_outputs
 
     def get_placeholder_mask(
         self,
@@ -233,11 +242,11 @@ class VitaModel(VitaPreTrainedModel):
         if vision_outputs is None:
             size = self.config.vision_config.image_size
             dummy = inputs_embeds.new_zeros((1, self.config.vision_config.num_channels, size[0], size[1]))
-            zero = zero + self.get_image_features(dummy).pooler_output.sum() * 0.0
+            zero = zero + self.get_image_features(dummy, return_dict=True).pooler_output.sum() * 0.0
         if audio_outputs is None:
             # 7 fbank frames are the fewest that give one audio token.
             dummy = inputs_embeds.new_zeros((1, 7, self.config.audio_config.num_mel_bins))
-            zero = zero + self.get_audio_features(dummy).last_hidden_state.sum() * 0.0
+            zero = zero + self.get_audio_features(dummy, return_dict=True).pooler_output.sum() * 0.0
         return inputs_embeds + zero.to(inputs_embeds.dtype)
 
     @can_return_tuple
@@ -282,27 +291,27 @@ class VitaModel(VitaPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
-        # Tower attentions and hidden states come back when the caller asks the same of the LLM.
-        tower_kwargs = {
-            "output_attentions": kwargs.get("output_attentions", False),
-            "output_hidden_states": kwargs.get("output_hidden_states", False),
-        }
+        # Tower attentions and hidden states come back when the caller asks the same of the LLM (or the tower's
+        # config does).
+        tower_kwargs = {key: kwargs[key] for key in ("output_attentions", "output_hidden_states") if key in kwargs}
         image_outputs = video_outputs = audio_outputs = None
         if pixel_values is not None:
-            image_outputs = self.get_image_features(pixel_values, **tower_kwargs)
+            image_outputs = self.get_image_features(pixel_values, return_dict=True, **tower_kwargs)
             image_features = image_outputs.pooler_output.flatten(0, 1)
             inputs_embeds = self._scatter(
                 input_ids, inputs_embeds, self.config.image_token_id, image_features, "image"
             )
         if pixel_values_videos is not None:
-            video_outputs = self.get_video_features(pixel_values_videos, **tower_kwargs)
+            video_outputs = self.get_video_features(pixel_values_videos, return_dict=True, **tower_kwargs)
             video_features = video_outputs.pooler_output.flatten(0, 1)
             inputs_embeds = self._scatter(
                 input_ids, inputs_embeds, self.config.video_token_id, video_features, "video"
             )
         if input_features is not None:
-            audio_outputs = self.get_audio_features(input_features, input_features_mask, **tower_kwargs)
-            audio_features = torch.cat(audio_outputs.pooler_output, dim=0)
+            audio_outputs = self.get_audio_features(
+                input_features, input_features_mask, return_dict=True, **tower_kwargs
+            )
+            audio_features = audio_outputs.pooler_output
             inputs_embeds = self._scatter(
                 input_ids, inputs_embeds, self.config.audio_token_id, audio_features, "audio"
             )
@@ -353,13 +362,17 @@ class VitaForConditionalGeneration(VitaPreTrainedModel, GenerationMixin):
     def get_decoder(self) -> nn.Module:
         return self.model.language_model
 
-    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+    def get_image_features(self, pixel_values: torch.FloatTensor, **kwargs) -> tuple | BaseModelOutputWithPooling:
         return self.model.get_image_features(pixel_values, **kwargs)
 
-    def get_video_features(self, pixel_values_videos: torch.FloatTensor, **kwargs) -> BaseModelOutputWithPooling:
+    def get_video_features(
+        self, pixel_values_videos: torch.FloatTensor, **kwargs
+    ) -> tuple | BaseModelOutputWithPooling:
         return self.model.get_video_features(pixel_values_videos, **kwargs)
 
-    def get_audio_features(self, input_features, input_features_mask=None, **kwargs) -> BaseModelOutputWithPooling:
+    def get_audio_features(
+        self, input_features: torch.FloatTensor, input_features_mask: torch.Tensor | None = None, **kwargs
+    ) -> tuple | VitaAudioEncoderOutput:
         return self.model.get_audio_features(input_features, input_features_mask, **kwargs)
 
     @can_return_tuple

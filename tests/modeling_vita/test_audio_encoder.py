@@ -31,7 +31,7 @@ def test_encoder_output_length_equals_the_token_formula(num_frames):
     encoder = tiny_encoder()
     with torch.no_grad():
         out = encoder(torch.randn(1, num_frames, 80))
-    assert out.last_hidden_state.shape == (1, get_audio_token_count(num_frames), 48)
+    assert out.pooler_output.shape == (1, get_audio_token_count(num_frames), 48)
     assert int(out.attention_mask.sum()) == get_audio_token_count(num_frames)
 
 
@@ -52,7 +52,7 @@ def test_padded_clip_gives_the_same_vectors_as_the_clip_alone():
         alone = encoder(short[None])
     count = get_audio_token_count(150)
     assert padded.attention_mask[0].sum() == count
-    torch.testing.assert_close(padded.last_hidden_state[0, :count], alone.last_hidden_state[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(padded.pooler_output[0, :count], alone.pooler_output[0], atol=1e-5, rtol=1e-5)
 
 
 def test_padding_content_never_changes_real_outputs():
@@ -65,8 +65,8 @@ def test_padding_content_never_changes_real_outputs():
     with torch.no_grad():
         clean_out = encoder(batch, mask)
         noisy_out = encoder(noisy, mask)
-    valid = clean_out.attention_mask[0]
-    torch.testing.assert_close(clean_out.last_hidden_state[0, valid], noisy_out.last_hidden_state[0, valid])
+    valid = clean_out.attention_mask[0].bool()
+    torch.testing.assert_close(clean_out.pooler_output[0, valid], noisy_out.pooler_output[0, valid])
 
 
 def test_sdpa_and_eager_attention_agree():
@@ -75,10 +75,10 @@ def test_sdpa_and_eager_attention_agree():
     mask = torch.ones(2, 180, dtype=torch.long)
     mask[1, 120:] = 0
     with torch.no_grad():
-        sdpa = encoder(features, mask).last_hidden_state
+        sdpa = encoder(features, mask).pooler_output
         eager = encoder(features, mask, output_attentions=True)
-    valid = eager.attention_mask
-    torch.testing.assert_close(sdpa[valid], eager.last_hidden_state[valid], atol=1e-5, rtol=1e-5)
+    valid = eager.attention_mask.bool()
+    torch.testing.assert_close(sdpa[valid], eager.pooler_output[valid], atol=1e-5, rtol=1e-5)
     # Attention rows sum to one and give no weight to padded keys.
     weights = eager.attentions[0]
     torch.testing.assert_close(weights.sum(-1), torch.ones_like(weights.sum(-1)))
@@ -89,10 +89,10 @@ def test_relative_position_bias_changes_the_output():
     encoder = tiny_encoder()
     features = torch.randn(1, 120, 80)
     with torch.no_grad():
-        before = encoder(features).last_hidden_state
+        before = encoder(features).pooler_output
         for layer in encoder.layers:
             layer.self_attn.linear_pos.weight.zero_()
-        after = encoder(features).last_hidden_state
+        after = encoder(features).pooler_output
     assert not torch.allclose(before, after)
 
 
@@ -118,4 +118,16 @@ def test_encoder_is_a_pretrained_model_that_round_trips(tmp_path):
     reloaded = VitaAudioEncoder.from_pretrained(tmp_path).eval()
     features = torch.randn(1, 90, 80)
     with torch.no_grad():
-        torch.testing.assert_close(encoder(features).last_hidden_state, reloaded(features).last_hidden_state)
+        torch.testing.assert_close(encoder(features).pooler_output, reloaded(features).pooler_output)
+
+
+def test_output_is_the_tower_width_transformer_state_and_the_llm_width_adapter_output():
+    encoder = tiny_encoder()
+    with torch.no_grad():
+        out = encoder(torch.randn(2, 120, 80), output_hidden_states=True)
+        as_tuple = encoder(torch.randn(2, 120, 80), return_dict=False)
+    assert out.last_hidden_state.shape == (2, 29, 32)  # 120 frames -> 29 encoder frames, the tower width
+    assert out.pooler_output.shape == (2, get_audio_token_count(120), 48)  # the adapter's output width
+    assert len(out.hidden_states) == encoder.config.num_hidden_layers + 1
+    torch.testing.assert_close(encoder.layer_norm(out.hidden_states[-1]), out.last_hidden_state)
+    assert isinstance(as_tuple, tuple) and as_tuple[1].shape == (2, get_audio_token_count(120), 48)

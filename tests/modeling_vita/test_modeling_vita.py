@@ -38,7 +38,8 @@ def test_forward_mixes_image_video_audio_and_text_in_one_batch():
     # Every tower's output is carried: 2 + 0 tiles, 4 frames, 2 clips of 24 and 18 tokens.
     assert out.image_outputs.pooler_output.shape == (2, 4, 64)
     assert out.video_outputs.pooler_output.shape == (4, 4, 64)
-    assert [features.shape[0] for features in out.audio_outputs.pooler_output] == [24, 18]
+    assert out.audio_outputs.pooler_output.shape == (24 + 18, 64)
+    assert out.audio_outputs.attention_mask.sum(-1).tolist() == [24, 18]
 
 
 def test_each_sample_in_a_mixed_batch_matches_its_forward_alone():
@@ -251,3 +252,37 @@ def test_idle_towers_run_on_dummy_inputs_when_sharded_training_asks():
     calls.clear()
     model(**inputs)
     assert calls == []  # never at inference
+
+
+@pytest.mark.parametrize("getter", ["get_image_features", "get_video_features", "get_audio_features"])
+def test_feature_getters_return_the_tower_output_and_honour_return_dict_once(getter):
+    model = tiny_model()
+    model.set_attn_implementation("eager")
+    media = torch.randn(2, 120, 80) if getter == "get_audio_features" else torch.randn(2, 3, 56, 56)
+    tower_config = model.config.audio_config if getter == "get_audio_features" else model.config.vision_config
+    out = getattr(model, getter)(media, return_dict=True, output_hidden_states=True, output_attentions=True)
+    assert out.last_hidden_state.shape[0] == 2 and out.last_hidden_state.shape[-1] == tower_config.hidden_size
+    assert len(out.hidden_states) == tower_config.num_hidden_layers + 1
+    assert len(out.attentions) == tower_config.num_hidden_layers
+    as_tuple = getattr(model, getter)(media, return_dict=False)
+    assert isinstance(as_tuple, tuple)  # ModelOutput.to_tuple: the fields that are set, pooler_output among them
+    tensors = [item for item in as_tuple if isinstance(item, torch.Tensor)]
+    assert any(item.shape == out.pooler_output.shape and torch.allclose(item, out.pooler_output) for item in tensors)
+    model.config.return_dict = False
+    assert isinstance(getattr(model, getter)(media), tuple)
+
+
+def test_pooler_outputs_are_the_features_the_llm_receives():
+    model = tiny_model()
+    inputs = build_inputs(model.config, MIXED_BATCH[:3])
+    out = model.model(**inputs)
+    audio = model.get_audio_features(inputs["input_features"], inputs["input_features_mask"])
+    assert audio.pooler_output.shape == (int((inputs["input_ids"] == TINY_TOKEN_IDS["audio"]).sum()), 64)
+    torch.testing.assert_close(audio.pooler_output, out.audio_outputs.pooler_output)
+    embeds = model.get_input_embeddings()(inputs["input_ids"])
+    for modality, pixels in (("image", "pixel_values"), ("video", "pixel_values_videos")):
+        features = getattr(model, f"get_{modality}_features")(inputs[pixels]).pooler_output
+        embeds[inputs["input_ids"] == TINY_TOKEN_IDS[modality]] = features.flatten(0, 1)
+    embeds[inputs["input_ids"] == TINY_TOKEN_IDS["audio"]] = audio.pooler_output
+    expected = model.model.language_model(inputs_embeds=embeds, attention_mask=inputs["attention_mask"])
+    torch.testing.assert_close(out.last_hidden_state, expected.last_hidden_state)
