@@ -56,15 +56,18 @@ def test_build_demo_wires_both_tabs_without_launching(tiny_runtime):
     assert isinstance(demo, gr.Blocks) and not demo.is_running
     ids = {c["props"].get("elem_id"): c["type"] for c in demo.config["components"] if c["props"].get("elem_id")}
     assert ids == {
+        "vita-header": "markdown",
         "vita-chatbot": "chatbot",
         "vita-text": "textbox",
         "vita-send": "button",
+        "vita-chat-notice": "html",
         "vita-image": "image",
         "vita-video": "video",
         "vita-audio": "audio",
         "vita-new-chat": "button",
         "vita-mic": "audio",
         "vita-live-image": "image",
+        "vita-live-notice": "html",
         "vita-live-reset": "button",
         "vita-live-answer": "textbox",
         "vita-live-speech": "audio",

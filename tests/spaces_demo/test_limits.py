@@ -122,3 +122,91 @@ def test_the_page_shows_the_limit_as_a_gradio_error(tiny_runtime, upload_root):
     with pytest.raises(gr.Error, match="outside"):
         space.realtime_image("/etc/hostname", None, request)
     assert space.open_sessions() == 0  # refused before any session was opened
+
+
+def _server_free(message: str, root) -> None:
+    """A message for the visitor: no server folder, no errno."""
+    assert str(root) not in message and "/tmp" not in message, message
+    assert "errno" not in message.lower() and "[Err" not in message, message
+
+
+def test_an_empty_upload_is_said_to_be_empty_by_the_name_the_visitor_gave(upload_root):
+    for kind, suffix in (("image", "png"), ("audio", "wav"), ("video", "mp4")):
+        path = upload_root / f"stored.{suffix}"
+        path.write_bytes(b"")
+        with pytest.raises(ValueError, match=rf"The {kind} 'mine\.{suffix}' is empty \(0 bytes\)") as refused:
+            check_upload(path, Limits(), kind, upload_root, name=f"mine.{suffix}")
+        _server_free(str(refused.value), upload_root)
+    empty = upload_root / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"The audio 'empty\.wav' is empty \(0 bytes\); expected an audio file$"):
+        load_audio(empty, Limits(), upload_root)
+    # A wav with a header and no samples is empty too (libsndfile reads it: 0 frames).
+    with pytest.raises(ValueError, match=r"The audio 'silence\.wav' is empty: it holds no samples"):
+        load_audio(_wav(upload_root / "silence.wav", 0), Limits(), upload_root)
+
+
+def test_unreadable_files_name_the_file_and_why_without_a_server_path_or_errno(upload_root):
+    text = b"These are my shopping notes, not a picture.\n" * 4
+    for suffix in ("png", "wav", "mp4"):
+        (upload_root / f"notes.{suffix}").write_bytes(text)
+    with pytest.raises(
+        ValueError, match=r"The image 'notes\.png' cannot be read: .* expected a PNG, JPEG or WebP"
+    ) as e:
+        load_image(upload_root / "notes.png", Limits(), upload_root)
+    _server_free(str(e.value), upload_root)
+    with pytest.raises(ValueError, match=r"The audio 'notes\.wav' cannot be read \(invalid data found") as e:
+        load_audio(upload_root / "notes.wav", Limits(), upload_root)
+    assert "expected an audio file in a common format (WAV, MP3" in str(e.value)
+    _server_free(str(e.value), upload_root)
+    with pytest.raises(ValueError, match=r"The video 'holiday\.mp4' cannot be read \(invalid data found") as e:
+        check_video(upload_root / "notes.mp4", Limits(), upload_root, name="holiday.mp4")
+    _server_free(str(e.value), upload_root)
+    # A truncated picture: its header is fine, its data is not.
+    from PIL import Image
+
+    Image.effect_noise((64, 64), 40).convert("RGB").save(upload_root / "whole.png")
+    (upload_root / "cut.png").write_bytes((upload_root / "whole.png").read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"The image 'cut\.png' cannot be read: its picture data is damaged") as e:
+        load_image(upload_root / "cut.png", Limits(), upload_root)
+    _server_free(str(e.value), upload_root)
+
+
+def test_a_file_without_the_stream_asked_for_is_refused(upload_root):
+    video = _video(upload_root / "silent.mp4", 1)
+    with pytest.raises(ValueError, match=r"The audio 'silent\.mp4' holds no audio stream"):
+        load_audio(video, Limits(), upload_root)
+    import av
+
+    path = upload_root / "voice.m4a"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=16_000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16_000), np.float32), format="fltp", layout="mono")
+        frame.sample_rate = 16_000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        container.mux(stream.encode())
+    with pytest.raises(ValueError, match=r"The video 'voice\.m4a' holds no video stream"):
+        check_video(path, Limits(), upload_root)
+
+
+def test_a_path_outside_the_uploads_is_refused_without_naming_the_servers_folders(upload_root):
+    with pytest.raises(ValueError, match="must be a file uploaded to this app") as refused:
+        load_image("/etc/passwd", Limits(), upload_root)
+    assert "'passwd'" in str(refused.value) and "/etc" not in str(refused.value)
+    _server_free(str(refused.value), upload_root)
+
+
+def test_every_limit_is_described_in_one_wording():
+    from spaces_demo.limits import describe_limits
+
+    assert describe_limits(Limits()) == (
+        "50 MB a file, audio 60 s, video 30 s, images 16 megapixels, typed questions 2,000 characters, "
+        "10 minutes of streaming per conversation"
+    )
+    custom = Limits(max_file_mb=2.5, max_text_chars=300, max_realtime_secs=90, max_image_megapixels=0.5)
+    assert describe_limits(custom) == (
+        "2.5 MB a file, audio 60 s, video 30 s, images 0.5 megapixels, typed questions 300 characters, "
+        "90 s of streaming per conversation"
+    )
+    assert describe_limits(Limits(max_realtime_secs=60)).endswith("1 minute of streaming per conversation")
