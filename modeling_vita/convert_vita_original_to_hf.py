@@ -47,7 +47,7 @@ from .convert_vita_mapping import (
     revert_key,
     revert_state_dict,
 )
-from .convert_vita_release import ReleaseFolder, open_release
+from .convert_vita_release import ReleaseFolder, open_release, read_named
 from .convert_vita_weights import ConversionResult, convert_checkpoint
 from .pipeline_vita_duplex import custom_pipelines
 from .remote_code import write_remote_code
@@ -92,7 +92,11 @@ def _tokenizer_with_placeholders(release: ReleaseFolder, overrides: dict[str, in
         return None, overrides, rows
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(release.input_dir)
+    tokenizer = read_named(
+        release.input_dir,
+        "the release's tokenizer files (tokenizer.json / tokenizer.model, tokenizer_config.json)",
+        lambda: AutoTokenizer.from_pretrained(release.input_dir),
+    )
     added = add_vita_special_tokens(tokenizer)
     ids = {f"{kind}_token_id": added[f"<{kind}>"] for kind in ("image", "video", "audio")} | overrides
     if len(tokenizer) > rows:
@@ -188,9 +192,14 @@ def convert(args: argparse.Namespace) -> Path:
     tokenizer, ids, rows = _tokenizer_with_placeholders(release, overrides)
     text_overrides = {"vocab_size": rows} if rows else {}
     config_fields = {**release.config, **text_overrides}
-    config, report = build_vita_config(
-        config_fields, release.version, release.vision, release.audio, release.sources, **ids
+    config, report = read_named(
+        Path(release.sources["config"]),
+        f"the fields of a VITA-{release.version} config.json",
+        lambda: build_vita_config(
+            config_fields, release.version, release.vision, release.audio, release.sources, **ids
+        ),
     )
+    created = [folder for folder in (output.parent, *output.parent.parents) if not folder.exists()]
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
@@ -215,6 +224,9 @@ def convert(args: argparse.Namespace) -> Path:
         staging.rename(output)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # the parents this run made, innermost first: nothing is left behind
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
         raise
     for line in [*release.notes, *report.lines()]:
         print(line)
@@ -230,7 +242,11 @@ def _cmvn(result: ConversionResult, release: ReleaseFolder) -> tuple[list[float]
     mean, istd = result.cmvn_mean, result.cmvn_istd
     if release.cmvn_file is None:
         return mean, istd
-    file_mean, file_istd = load_global_cmvn(release.cmvn_file)
+    file_mean, file_istd = read_named(
+        release.cmvn_file,
+        "the audio encoder's global_cmvn (JSON with mean_stat, var_stat, frame_num)",
+        lambda: load_global_cmvn(release.cmvn_file),
+    )
     if mean is None:
         return file_mean, file_istd
     if not torch.allclose(
@@ -244,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         output = convert(args)
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # a refused input, or a folder that cannot be written (it names it)
         print(f"vita-convert-original: error: {error}", file=sys.stderr)
         return 2
     if args.push_to_hub:

@@ -7,9 +7,18 @@ at load time, so the folder loads the same way in any transformers 5.x with or w
 key mapping is `convert_vita_mapping.py`.
 
 Streaming: all input headers are read first to plan the output (names, shapes, shard assignment, unknown and missing
-keys) without touching tensor data; then input tensors are read one at a time (plain file reads, no mmap, so pages do
-not linger in the resident set) and written straight into pre-planned output shards, whose headers are known in
-advance. Only the fused experts of a layer are buffered, and only until their last piece arrives.
+keys) without touching tensor data; then input tensors are read one at a time and written straight into pre-planned
+output shards, whose headers are known in advance. Only the fused experts of a layer are buffered, and only until their
+last piece arrives.
+
+Reading: safetensors files are read with safetensors' own validating reader (`safe_open`: header length, JSON,
+dtypes, and data offsets that cover the data exactly, without overlaps or holes, checked against the file's size); it
+maps the file, so each tensor is read through its own short-lived `safe_open`, and its pages leave the resident set
+with it. A tensor whose name, shape or dtype differs from the plan (the file changed meanwhile) stops the conversion.
+`.bin` shards are read with `torch.load(weights_only=True)` only: a pickle that needs any other code is refused, never
+run. Every file must resolve inside the input folder (`convert_vita_release.inside_folder`: no symlink or index entry
+leads out of it), every tensor name must be in one shard only and where the index puts it. Each refusal is a
+`ValueError` naming the file and the value found and expected.
 """
 
 from __future__ import annotations
@@ -18,17 +27,20 @@ import json
 import logging
 import math
 import os
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from .configuration_vita import VitaConfig
 from .convert_vita_config import expected_shapes
 from .convert_vita_mapping import _Assembler, _unknown_keys, _unknown_message
+from .convert_vita_release import inside_folder
 
 logger = logging.getLogger(__name__)
 
@@ -38,30 +50,98 @@ _ST_DTYPES = dict(zip("F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL".split(), (torch.
 _ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Entry:
     name: str
     shape: tuple[int, ...]
     dtype: torch.dtype
-    begin: int = 0
-    end: int = 0
 
 
 @dataclass
 class _InputShard:
     path: Path
     entries: list[_Entry] = field(default_factory=list)
-    data_start: int = 0
+    nbytes: int = 0
 
-    @property
-    def nbytes(self) -> int:
-        return self.path.stat().st_size
+
+def _index_files(folder: Path, index: Path) -> tuple[list[str], dict[str, str]]:
+    """The shard names of `model.safetensors.index.json` in order, and its weight map."""
+    try:
+        content = json.loads(inside_folder(folder, index.name).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"{index} is not readable JSON ({error}); expected the index save_pretrained writes"
+        ) from error
+    weight_map = content.get("weight_map") if isinstance(content, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        found = f"keys {sorted(content)}" if isinstance(content, dict) else f"a {type(content).__name__}"
+        raise ValueError(f"{index} holds {found}; expected an object with a non-empty 'weight_map'")
+    bad = [(k, v) for k, v in weight_map.items() if not isinstance(v, str) or not v][:3]
+    if bad:
+        raise ValueError(f"{index}: weight_map maps {bad}; expected tensor names mapped to shard file names")
+    return list(dict.fromkeys(weight_map.values())), weight_map
+
+
+def _st_header_hint(path: Path, size: int) -> str:
+    """What the header promises against what the file holds, for the message of a file safetensors refused."""
+    try:
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > min(size - 8, 100_000_000):  # safetensors' own limit on a header is 100 MB
+                return f"; its header length field says {length:,} bytes, the whole file holds {size:,}"
+            header = json.loads(f.read(length))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if end != size - 8 - length:
+            return f"; its header describes {end:,} bytes of tensor data, the file holds {size - 8 - length:,}"
+    except Exception:  # only a hint: the refusal itself is safetensors'
+        pass
+    return ""
+
+
+def _safetensors_entries(path: Path) -> list[_Entry]:
+    """Names, shapes and dtypes in file order, from a header safetensors validated (no tensor data is read)."""
+    size = path.stat().st_size
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            slices = [(name, f.get_slice(name)) for name in f.offset_keys()]
+            raw = [(name, tuple(s.get_shape()), s.get_dtype()) for name, s in slices]
+    except Exception as error:  # safetensors' SafetensorError (header, dtype, offsets, size) or an OSError
+        raise ValueError(
+            f"{path} ({size:,} bytes) is not a valid safetensors file: {error}{_st_header_hint(path, size)}; expected "
+            "a complete safetensors file (download it again)"
+        ) from error
+    unknown = [(name, dtype) for name, _, dtype in raw if dtype not in _ST_DTYPES]
+    if unknown:
+        raise ValueError(
+            f"{path}: tensor {unknown[0][0]} has dtype {unknown[0][1]}; expected one of {list(_ST_DTYPES)}"
+        )
+    return [_Entry(name, shape, _ST_DTYPES[dtype]) for name, shape, dtype in raw]
+
+
+def _load_bin(path: Path) -> dict[str, torch.Tensor]:
+    """A `.bin` state dict through `torch.load(weights_only=True)`: a pickle that needs other code is refused."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # UnpicklingError (refused code), RuntimeError (not a zip archive), EOFError ...
+        reason = re.search(r"WeightsUnpickler error: (.+?)(?:\n\n|$)", str(error), re.S)
+        found = reason.group(1).strip() if reason else str(error).splitlines()[0]
+        raise ValueError(
+            f"{path} cannot be read as weights only ({type(error).__name__}: {found}); expected a state dict of "
+            "tensors written by torch.save (a pickle that would run other code is refused, never run)"
+        ) from error
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        found = type(state).__name__
+        if isinstance(state, dict):
+            found = next(f"{k!r}: {type(v).__name__}" for k, v in state.items() if not torch.is_tensor(v))
+        raise ValueError(f"{path} holds {found}; expected a state dict of tensor names to tensors")
+    return state
 
 
 def _input_shards(folder: Path) -> list[_InputShard]:
     index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        files = list(dict.fromkeys(json.loads(index.read_text())["weight_map"].values()))
+    weight_map: dict[str, str] = {}
+    if index.is_file() or index.is_symlink():
+        files, weight_map = _index_files(folder, index)
     else:
         files = sorted(p.name for p in folder.glob("*.safetensors")) or sorted(
             p.name for p in folder.glob("pytorch_model*.bin")
@@ -71,37 +151,59 @@ def _input_shards(folder: Path) -> list[_InputShard]:
             f"No weights in {folder}: found {sorted(p.name for p in folder.iterdir())}; expected model*.safetensors "
             "(with model.safetensors.index.json) or pytorch_model*.bin. Point --input at the VITA_ckpt folder."
         )
-    shards = [_InputShard(folder / name) for name in files]
-    for shard in shards:
-        if shard.path.suffix == ".safetensors":
-            with open(shard.path, "rb") as f:
-                (length,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(length))
-            shard.data_start = 8 + length
-            header.pop("__metadata__", None)
-            shard.entries = sorted(
-                (_Entry(k, tuple(v["shape"]), _ST_DTYPES[v["dtype"]], *v["data_offsets"]) for k, v in header.items()),
-                key=lambda e: e.begin,
-            )
+    shards, holder = [], {}
+    for name in files:
+        path = inside_folder(folder, name, index if weight_map else None)
+        if not path.is_file():
+            raise ValueError(f"{index} names {name!r}, but {path} is not a file; expected the shard beside the index")
+        if path.suffix == ".safetensors":
+            entries = _safetensors_entries(path)
+        elif path.suffix == ".bin":
+            entries = [_Entry(k, tuple(v.shape), v.dtype) for k, v in _load_bin(path).items()]
         else:
-            state = torch.load(shard.path, map_location="cpu", weights_only=True, mmap=True)
-            shard.entries = [_Entry(k, tuple(v.shape), v.dtype) for k, v in state.items()]
-            del state
+            raise ValueError(f"{index} names {name!r}; expected .safetensors or .bin shard files")
+        for entry in entries:
+            if entry.name in holder:
+                raise ValueError(f"{entry.name} is in both {holder[entry.name]} and {path}; expected it in one shard")
+            holder[entry.name] = path
+        shards.append(_InputShard(path, entries, path.stat().st_size))
+    misplaced = [(k, v, holder.get(k)) for k, v in weight_map.items() if holder.get(k) != folder / v]
+    if misplaced:
+        name, file, found = misplaced[0]
+        raise ValueError(
+            f"{index} puts {name} in {file}, but {'no shard holds it' if found is None else f'{found} holds it'}; "
+            f"expected the index to match the shards ({len(misplaced)} mismatch(es))"
+        )
     return shards
 
 
+def _checked(shard: _InputShard, entry: _Entry, tensor: torch.Tensor) -> torch.Tensor:
+    if (tuple(tensor.shape), tensor.dtype) != (entry.shape, entry.dtype):
+        raise ValueError(
+            f"{shard.path}: {entry.name} is now {tensor.dtype} {tuple(tensor.shape)}, planned from its header as "
+            f"{entry.dtype} {entry.shape}; expected the file unchanged while converting"
+        )
+    return tensor
+
+
 def _read_tensors(shard: _InputShard) -> Iterator[tuple[str, torch.Tensor]]:
+    """One tensor at a time. A safetensors tensor is a view of the mapped file; its own `safe_open` goes with it, so
+    the pages read leave the resident set once the tensor is written (one `safe_open` for the shard would keep them
+    all until its end)."""
     if shard.path.suffix != ".safetensors":
-        state = torch.load(shard.path, map_location="cpu", weights_only=True, mmap=True)
+        state = _load_bin(shard.path)
         for entry in shard.entries:
-            yield entry.name, state.pop(entry.name)
+            yield entry.name, _checked(shard, entry, state.pop(entry.name))
         return
-    with open(shard.path, "rb") as f:
-        for entry in shard.entries:
-            buffer = torch.empty(entry.end - entry.begin, dtype=torch.uint8)
-            f.seek(shard.data_start + entry.begin)
-            f.readinto(memoryview(buffer.numpy()))
-            yield entry.name, buffer.view(entry.dtype).reshape(entry.shape)
+    for entry in shard.entries:
+        try:
+            with safe_open(str(shard.path), framework="pt") as f:
+                tensor = f.get_tensor(entry.name)
+        except Exception as error:
+            raise ValueError(
+                f"{shard.path}: cannot read {entry.name} ({error}); expected the file unchanged"
+            ) from error
+        yield entry.name, _checked(shard, entry, tensor)
 
 
 class _ShardWriter:
@@ -184,7 +286,9 @@ def _plan(
     entries = [entry for shard in shards for entry in shard.entries]
     unknown = _unknown_keys([e.name for e in entries], [e.shape for e in entries])
     if unknown:
-        raise ValueError(_unknown_message(unknown))
+        refused = set(unknown)
+        files = sorted({str(shard.path) for shard in shards for e in shard.entries if e.name in refused})
+        raise ValueError(f"{_unknown_message(unknown)}\nThey are in {', '.join(files)}.")
     assembler, order = _Assembler(getattr(config.text_config, "num_local_experts", 0)), []
     for entry in entries:
         meta = torch.empty(entry.shape, dtype=entry.dtype, device="meta")
@@ -197,7 +301,8 @@ def _plan(
     problems += assembler.incomplete()
     if problems:
         raise ValueError(
-            f"The checkpoint does not match the config built from config.json ({len(problems)} problems):\n  "
+            f"The checkpoint {shards[0].path.parent} does not match the config built from its config.json and tower "
+            f"files ({len(problems)} problems):\n  "
             + "\n  ".join(problems[:20])
             + "\nCheck the LLM/vision/audio fields in config.json and --audio-encoder's train.yaml."
         )
@@ -236,9 +341,9 @@ def convert_checkpoint(
     order, missing = _plan(shards, config, vocab_rows)
     if missing and not allow_missing:
         raise ValueError(
-            f"The checkpoint lacks {len(missing)} weight(s) of VitaForConditionalGeneration: {missing[:20]}"
-            f"{' ...' if len(missing) > 20 else ''}. Pass --allow-missing to write the folder anyway (they would be "
-            "freshly initialised on load)."
+            f"The checkpoint {input_dir} lacks {len(missing)} weight(s) of VitaForConditionalGeneration: "
+            f"{missing[:20]}{' ...' if len(missing) > 20 else ''}. Pass --allow-missing to write the folder anyway "
+            "(they would be freshly initialised on load)."
         )
     writer = _ShardWriter(output, _assign_shards(order, dtype, max_shard_size), dtype)
     assembler = _Assembler(getattr(config.text_config, "num_local_experts", 0), dtype)

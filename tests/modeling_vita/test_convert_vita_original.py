@@ -318,3 +318,19 @@ def test_hub_cache_layout_loads_as_remote_code_with_the_project_hidden(checkpoin
         env={"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"},
     )
     assert "HUB_CACHE_OK" in stdout
+
+
+def test_a_hub_cache_snapshot_of_links_into_its_blobs_converts(checkpoint, tmp_path):
+    """`<repo>/snapshots/<revision>/` holds links to `<repo>/blobs/`: inside the download, so not refused (a link out
+    of the checkpoint folder otherwise is, tests/bad_inputs)."""
+    repo = tmp_path / "models--org--vita"
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for index, path in enumerate(sorted((checkpoint["root"] / "VITA_ckpt").iterdir())):
+        blob = repo / "blobs" / f"blob{index}"
+        shutil.copy(path, blob)
+        (snapshot / path.name).symlink_to(Path("..", "..", "blobs", blob.name))
+    output = _convert(snapshot, checkpoint["root"] / "audio-encoder", tmp_path / "out", "--dtype", "float32")
+    converted, expected = load_file(output / "model.safetensors"), _load_converted(checkpoint["converted"])
+    assert set(converted) == set(expected) and all(torch.equal(converted[k], expected[k]) for k in expected)
