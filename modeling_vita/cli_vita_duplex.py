@@ -6,7 +6,10 @@ it speaks the answers (`--tts`, Piper if installed, else espeak-ng) into one wav
 the input clock, and draws the timeline to a PNG (`--timeline`).
 
 The model is `--model`, else `$VITA_MODEL`, else the default a calling program passes to `main` (an application can
-ship its own checkpoint as the default).
+ship its own checkpoint as the default). No code from the checkpoint runs unless `--trust-remote-code` is given: a VITA
+folder or Hub id loads through the classes installed with this package (transformers 5 takes a registered local class
+over a config's `auto_map` when `trust_remote_code` is false), and a checkpoint whose model type this installation does
+not provide is refused, naming the code it would have run (`load_model_and_processor`).
 
 Console script (setup.cfg, `[options.entry_points] console_scripts`):
     vita-duplex = modeling_vita.cli_vita_duplex:main
@@ -19,7 +22,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from .duplex_audio_input import read_audio_file
 from .duplex_events import Error
@@ -54,14 +57,58 @@ def build_parser(default_model: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--timeline", metavar="OUT_PNG", help="draw the event timeline to this PNG")
     parser.add_argument("--timeline-width", type=int, default=1200, help="width of the PNG in pixels")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run the Python code the checkpoint carries (its auto_map) instead of the installed VITA classes; only "
+        "for a checkpoint whose code you trust (default: never run it)",
+    )
     return parser
+
+
+def load_model_and_processor(model_path: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """The model and processor of `model_path` (a folder or Hub id), in eval mode.
+
+    Without `trust_remote_code` no code from the checkpoint runs: a VITA checkpoint loads through the installed
+    classes, and one whose `model_type` this installation does not provide is refused with a `CliError` naming the
+    code its `auto_map` would run. Only `config.json` is read before that decision.
+    """
+    from transformers import AutoModelForCausalLM, AutoProcessor, PretrainedConfig
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    from . import VitaForConditionalGeneration  # importing the package registers VITA with the Auto classes
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(model_path)
+    except (OSError, ValueError) as error:
+        raise CliError(f"cannot read the config.json of --model {model_path!r}: {error}") from error
+    model_type = config.get("model_type")
+    if not trust_remote_code and model_type not in CONFIG_MAPPING:
+        code = sorted(set((config.get("auto_map") or {}).values()))
+        if code:
+            raise CliError(
+                f"--model {model_path!r} has model_type {model_type!r}, which this installation does not provide; "
+                f"loading it would run the code the checkpoint carries ({', '.join(code)}). Refused: pass "
+                "--trust-remote-code to run it if you trust it"
+            )
+        raise CliError(f"--model {model_path!r} has model_type {model_type!r}; expected a VITA checkpoint ('vita')")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=trust_remote_code).eval()
+        if type(model) is VitaForConditionalGeneration:  # the installed class: its processor is installed too
+            from processing_vita import VitaProcessor
+
+            processor = VitaProcessor.from_pretrained(model_path)
+        else:
+            processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise CliError(f"cannot load a VITA model and processor from --model {model_path!r}: {error}") from error
+    return model, processor
 
 
 def run_session(args: argparse.Namespace, stream: TextIO) -> int:
     from PIL import Image
-    from transformers import AutoModelForCausalLM, AutoProcessor
 
-    from . import DuplexSession  # registers VITA with the Auto classes
+    from . import DuplexSession
 
     if not args.model:
         raise CliError(f"no model given: pass --model PATH (a VITA checkpoint folder or hub id) or set ${MODEL_ENV}")
@@ -78,11 +125,7 @@ def run_session(args: argparse.Namespace, stream: TextIO) -> int:
             raise CliError(f"cannot read --image {path!r}: {error}") from error
     if args.max_new_tokens < 1:
         raise CliError(f"--max-new-tokens must be at least 1, found {args.max_new_tokens}")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(model_path, trust_remote_code=True).eval()
-        processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=True)
-    except (OSError, ValueError) as error:
-        raise CliError(f"cannot load a VITA model and processor from --model {model_path!r}: {error}") from error
+    model, processor = load_model_and_processor(model_path, args.trust_remote_code)
     try:
         tts = make_tts(args.tts_engine) if args.tts else None
     except ValueError as error:

@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 
-from modeling_vita.cli_vita_duplex import main
+from modeling_vita.cli_vita_duplex import CliError, build_parser, load_model_and_processor, main
 from modeling_vita.duplex_events import Interrupted, SpeechEnded, StateDecided
 from modeling_vita.duplex_session import AudioOut
 from modeling_vita.duplex_timeline import draw_timeline, mix_answers, place_clips
@@ -120,6 +120,66 @@ def test_missing_model_gives_a_clear_error(tmp_path, monkeypatch, capsys):
 def test_unreadable_audio_gives_a_clear_error(tmp_path, capsys):
     status = main(["--model", str(tmp_path), "--audio", str(tmp_path / "missing.wav")])
     assert status == 2 and "--audio" in capsys.readouterr().err
+
+
+def _loaded_remote_modules():
+    import sys
+
+    return {name for name in sys.modules if name.startswith("transformers_modules")}
+
+
+@pytest.mark.parametrize("which", ["saved folder", "embedded vita-tiny"])
+def test_a_vita_checkpoint_loads_through_the_installed_classes_without_trust_remote_code(model_dir, which):
+    from modeling_vita import VitaForConditionalGeneration
+    from processing_vita import VitaProcessor
+    from tests.conftest import REPO_ROOT
+
+    assert build_parser().parse_args(["--audio", "a.wav"]).trust_remote_code is False  # off unless asked
+    path = model_dir if which == "saved folder" else REPO_ROOT / "spaces_demo" / "vita-tiny"
+    before = _loaded_remote_modules()
+    model, processor = load_model_and_processor(str(path))
+    assert type(model) is VitaForConditionalGeneration and not model.training
+    assert type(processor) is VitaProcessor
+    assert _loaded_remote_modules() == before  # no code from the checkpoint was imported
+
+
+def _checkpoint_with_code(folder, model_type, marker):
+    """A checkpoint whose config names code in the folder that, imported, would write `marker`."""
+    import json
+
+    folder.mkdir()
+    auto_map = {"AutoConfig": "configuration_odd.OddConfig", "AutoModelForCausalLM": "modeling_odd.OddModel"}
+    (folder / "config.json").write_text(json.dumps({"model_type": model_type, "auto_map": auto_map}))
+    for module in ("configuration_odd", "modeling_odd"):
+        (folder / f"{module}.py").write_text(f"open({str(marker)!r}, 'w').write('code ran')\n")
+    return folder
+
+
+def test_a_checkpoint_that_needs_its_own_code_is_refused_and_its_code_never_runs(tmp_path, capsys):
+    import soundfile
+
+    folder = _checkpoint_with_code(tmp_path / "odd", "odd-model", tmp_path / "ran")
+    soundfile.write(str(tmp_path / "a.wav"), np.zeros(1600, dtype=np.float32), 16000)
+    assert main(["--model", str(folder), "--audio", str(tmp_path / "a.wav")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("vita-duplex: error: --model ") and "Traceback" not in error
+    assert re.search(
+        r"has model_type 'odd-model', which this installation does not provide; loading it would run the code the "
+        r"checkpoint carries \(configuration_odd\.OddConfig, modeling_odd\.OddModel\)\. Refused: pass "
+        r"--trust-remote-code to run it if you trust it",
+        error,
+    )
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_checkpoint_of_another_model_without_code_is_refused_naming_its_type(tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "not-a-model"}))
+    with pytest.raises(CliError, match=r"has model_type 'not-a-model'; expected a VITA checkpoint \('vita'\)"):
+        load_model_and_processor(str(tmp_path))
+    with pytest.raises(CliError, match=r"cannot read the config\.json of --model .*nowhere"):
+        load_model_and_processor(str(tmp_path / "nowhere"))
 
 
 def _clip(secs, time, turn_id, rate=8000):
