@@ -1,13 +1,16 @@
 """Audio coming into a duplex session: chunk validation, streaming resampling to 16 kHz, and reading recordings.
 
 Microphones and files come at any common rate (8000, 22050, 24000, 44100, 48000 Hz, ...), as int16 or float. The
-session validates each chunk (`as_float32_mono`: a bad chunk raises `ValueError` naming the value found and the one
-expected, before any state changes) and resamples the stream to 16 kHz with `Resampler`, a streaming windowed-sinc
-(Kaiser) polyphase filter. It is time-aligned (centred filter), so segment times on the 16 kHz clock do not shift.
-`resample` runs it over a whole clip (the CLI and the Space mix spoken answers at one rate with it); numpy only, as
-the VAD, while the processor's offline feature extraction resamples whole clips with torchaudio.
-`read_audio_file` reads recordings and the speech engines' output. `EchoGuard` keeps the assistant's own voice,
-played back into the microphone, from counting as the user.
+session copies each chunk in the caller's thread (`copy_chunk`, which never lets a bad chunk raise there: what is no
+array of numbers, such as a ragged list or a bfloat16 tensor, becomes the message of an `error` event), validates it
+in the dispatcher (`as_float32_mono` and `checked_rate`: a bad chunk raises `ValueError` naming the value found and the
+one expected, before any state changes) and resamples the stream to 16 kHz with `Resampler`, a streaming
+windowed-sinc (Kaiser) polyphase filter. It is time-aligned (centred filter), so segment times on the 16 kHz clock
+do not shift; a rate change mid-stream flushes the old filter's lookahead first (`duplex_vad`). `resample` runs it
+over a whole clip (the CLI and the Space mix spoken answers at one rate with it); numpy only, as the VAD, while the
+processor's offline feature extraction resamples whole clips with torchaudio. `read_audio_file` reads recordings and
+the speech engines' output. `EchoGuard` keeps the assistant's own voice, played back into the microphone, from
+counting as the user.
 """
 
 from __future__ import annotations
@@ -15,12 +18,45 @@ from __future__ import annotations
 import logging
 import math
 import os
+from typing import Any
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
 SAMPLING_RATE = 16_000
+MIN_RATE, MAX_RATE = 8000, 192_000
+_DTYPES = "int16, float16, float32 or float64"
+
+
+def copy_chunk(chunk: Any) -> tuple[np.ndarray | None, str | None]:
+    """`(a private numpy copy of chunk, None)`, or `(None, why it is no array of numbers)`; never raises.
+
+    Runs in the caller's thread (the caller may reuse its buffer); torch tensors are read without importing torch.
+    """
+    try:
+        if hasattr(chunk, "detach") and hasattr(chunk, "dtype"):
+            dtype = str(chunk.dtype)
+            if dtype not in ("torch.int16", "torch.float16", "torch.float32", "torch.float64"):
+                return None, f"audio chunk dtype must be {_DTYPES}, found {dtype}"
+            return chunk.detach().cpu().numpy().copy(), None
+        return np.array(chunk, copy=True), None
+    except Exception as error:  # numpy's ValueError for ragged lists, TypeError for objects it cannot read, ...
+        found = f"a {type(chunk).__name__} numpy cannot read as one ({type(error).__name__}: {error})"
+        return None, f"audio chunk must be a 1-D array of numbers, found {found}"
+
+
+def checked_rate(sampling_rate: Any) -> int:
+    """The rate as an int; `ValueError` unless it is a whole number of Hz in [8000, 192000]."""
+    try:
+        valid = not isinstance(sampling_rate, bool) and int(sampling_rate) == sampling_rate
+    except (TypeError, ValueError, OverflowError):
+        valid = False
+    if not valid or not MIN_RATE <= int(sampling_rate) <= MAX_RATE:
+        raise ValueError(
+            f"sampling rate must be a whole number of Hz between {MIN_RATE} and {MAX_RATE}, found {sampling_rate!r}"
+        )
+    return int(sampling_rate)
 
 
 def as_float32_mono(chunk: np.ndarray) -> np.ndarray:
@@ -33,7 +69,7 @@ def as_float32_mono(chunk: np.ndarray) -> np.ndarray:
     if array.dtype == np.int16:
         return array.astype(np.float32) / 32768.0
     if array.dtype not in (np.float16, np.float32, np.float64):
-        raise ValueError(f"audio chunk dtype must be int16, float16, float32 or float64, found {array.dtype}")
+        raise ValueError(f"audio chunk dtype must be {_DTYPES}, found {array.dtype}")
     samples = array.astype(np.float32)
     if not np.isfinite(samples).all():
         bad = int(np.count_nonzero(~np.isfinite(samples)))
@@ -64,10 +100,7 @@ class Resampler:
         rolloff: float = 0.94,
         beta: float = 8.0,
     ) -> None:
-        for name, rate in (("orig_sr", orig_sr), ("target_sr", target_sr)):
-            if int(rate) != rate or not 8000 <= rate <= 192_000:
-                raise ValueError(f"{name} must be an integer rate in Hz between 8000 and 192000, found {rate}")
-        orig_sr, target_sr = int(orig_sr), int(target_sr)
+        orig_sr, target_sr = checked_rate(orig_sr), checked_rate(target_sr)
         gcd = math.gcd(orig_sr, target_sr)
         self.orig_sr, self.target_sr = orig_sr, target_sr
         self.up, self.down = target_sr // gcd, orig_sr // gcd
@@ -189,4 +222,14 @@ def read_audio_file(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     return audio.mean(axis=1).astype(np.float32), int(rate)
 
 
-__all__ = ["SAMPLING_RATE", "EchoGuard", "Resampler", "as_float32_mono", "read_audio_file", "resample", "rms"]
+__all__ = [
+    "SAMPLING_RATE",
+    "EchoGuard",
+    "Resampler",
+    "as_float32_mono",
+    "checked_rate",
+    "copy_chunk",
+    "read_audio_file",
+    "resample",
+    "rms",
+]

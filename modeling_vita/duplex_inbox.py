@@ -3,6 +3,10 @@
 Every input of a session goes through one queue and is handled by one thread in arrival order: what the caller
 pushes (audio chunks, typed text, images, playback reports, flush), what the turn workers and the speech thread
 report (model events, finished turns, synthesized speech), and the session's own control (sync, stop).
+
+`Raised` and `PendingInterrupt` carry a `KeyboardInterrupt` or `SystemExit` (any `BaseException` that is not an
+`Exception`) out of the thread it hit to the caller's: the dispatcher ends the turn with the `Error` it carries, then
+keeps the exception for the caller's next call on the session (see `duplex_session`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .duplex_events import AudioOut, Event
+from .duplex_events import AudioOut, Error, Event
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +27,9 @@ logger = logging.getLogger(__name__)
 class AudioChunk:
     """A microphone chunk as the caller gave it (validated by the dispatcher, so a bad one becomes an error event)."""
 
-    samples: np.ndarray = field(repr=False)
-    sampling_rate: int
+    samples: np.ndarray | None = field(repr=False)
+    sampling_rate: Any
+    problem: str | None = None  # why the caller's object could not be copied as an array (`copy_chunk`)
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,34 @@ class Stop:
     """Ends the dispatcher (put by `close`)."""
 
 
+@dataclass(frozen=True, eq=False)
+class Raised:
+    """A worker or the speech thread was hit by `exception` (not an `Exception`): report `error`, then hand it on."""
+
+    error: Error
+    exception: BaseException
+
+
+class PendingInterrupt:
+    """The first `KeyboardInterrupt`/`SystemExit` a session's threads caught, until the caller's thread raises it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._exception: BaseException | None = None
+
+    def keep(self, exception: BaseException) -> None:
+        with self._lock:
+            if self._exception is None:
+                self._exception = exception
+
+    def raise_if_any(self) -> None:
+        """Raise the kept exception (once) in the calling thread."""
+        with self._lock:
+            exception, self._exception = self._exception, None
+        if exception is not None:
+            raise exception
+
+
 InboxMessage = (
     AudioChunk
     | TypedText
@@ -91,6 +124,7 @@ InboxMessage = (
     | SpeechReady
     | Sync
     | Stop
+    | Raised
 )
 
 __all__ = [
@@ -98,7 +132,9 @@ __all__ = [
     "Flush",
     "ImageFrame",
     "InboxMessage",
+    "PendingInterrupt",
     "PlaybackReport",
+    "Raised",
     "SpeechReady",
     "Stop",
     "Sync",

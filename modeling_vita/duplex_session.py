@@ -9,11 +9,23 @@ Threads of a `DuplexSession`:
       `push_text` and `push_image` only put a message (`duplex_inbox.py`) on its queue, so they return at once
       whatever the model is doing; the workers report on the same queue, so every event is handled in one order by
       one thread;
-    - one *turn worker* per `StartTurn` runs `run_turn` (`generation_vita.py`) with its own KV cache (one copy of
-      the weights; the deciding turn and the answering turn are two roles over it). Its `VitaTurnStreamer` reports
-      the decision and the text through two callbacks; a noisy turn ends at its state token, and `CancelTurn` ends
-      any turn within one decoding step through the streamer's stop event;
+    - one *turn worker* per `StartTurn` (`duplex_turns.py`) runs `run_turn` (`generation_vita.py`) with its own KV
+      cache (one copy of the weights; the deciding turn and the answering turn are two roles over it); a noisy turn
+      ends at its state token, and `CancelTurn` ends any turn within one decoding step through its stop switch;
     - an optional *speech* thread speaks the answer sentence by sentence and reports `AudioOut` events.
+
+Bad input: the caller's thread only copies what it pushes (a closed session raises `ValueError`, as does a
+`push_text` that is no text or a `playback_started` RMS that is no finite number >= 0); the dispatcher validates
+each chunk (`duplex_audio_input`) and image (`duplex_frames`) as it takes it, so a bad one becomes one `error` event
+naming what was found and expected, never enters the VAD or the visual context, and the next good input is answered.
+
+Interrupts: a `KeyboardInterrupt` or `SystemExit` raised inside the model, the speech engine or a callback the
+dispatcher runs would otherwise end that thread alone (Python prints it, or drops a `SystemExit` silently) and leave
+its turn running for ever in the state machine. It is caught there instead: the turn ends with an `error` event like
+any failed turn (the state machine commits or drops it and stays consistent), and the exception is re-raised in the
+caller's thread at its next call on the session (`events`, `run`, `wait_idle`, a push, `flush`, a playback report),
+the thread that can act on it (stop the program, or catch it and go on: the session stays usable). A Ctrl-C in the
+caller's own thread reaches it directly, as always, and `close()` then stops the turns.
 
 Clock: every event time is in seconds on the input audio clock, i.e. the 16 kHz samples the dispatcher has taken in
 so far divided by 16000. Events made by the model (decision, text, completion) carry the clock at the moment the
@@ -34,28 +46,28 @@ from typing import Any
 
 import numpy as np
 
-from .duplex_audio_input import SAMPLING_RATE, EchoGuard, as_float32_mono
+from .duplex_audio_input import SAMPLING_RATE, EchoGuard, as_float32_mono, checked_rate, copy_chunk
 from .duplex_events import (
+    Action,
     AudioOut,
     CancelTurn,
     Error,
     Event,
     ImageInput,
     Interrupted,
-    ResponseDone,
     StartTurn,
-    StateDecided,
-    TextDelta,
     TextInput,
     Turn,
-    VitaState,
 )
+from .duplex_frames import checked_frame, copy_frame
 from .duplex_inbox import (
     AudioChunk,
     Flush,
     ImageFrame,
     InboxMessage,
+    PendingInterrupt,
     PlaybackReport,
+    Raised,
     SpeechReady,
     Stop,
     Sync,
@@ -65,18 +77,14 @@ from .duplex_inbox import (
 )
 from .duplex_speech_output import AnswerSpeaker, TTSEngine
 from .duplex_state import DuplexStateMachine
+from .duplex_turns import TurnWorkers
 from .duplex_vad import SpeechScorer, VADParams, VADSegmenter
-from .generation_vita import (
-    VitaTurnStreamer,
-    checkpoint_state_tokens,
-    prepare_turn_inputs,
-    run_turn,
-    state_token_sequences,
-)
+from .generation_vita import checkpoint_state_tokens, state_token_sequences
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_GENERATION_KWARGS = {"max_new_tokens": 64, "do_sample": False}
+_RAISE = object()  # in the outbox right after the `error` of an interrupt: `events` raises it there, in order
 
 
 @dataclass(frozen=True)
@@ -100,14 +108,6 @@ class SessionState:
 
     input_secs: float = 0.0  # the audio clock
     echo: EchoGuard = field(default_factory=EchoGuard)
-
-
-@dataclass
-class _TurnControl:
-    turn_id: int
-    stop: threading.Event = field(default_factory=threading.Event)
-    cancelled: bool = False
-    thread: threading.Thread | None = None
 
 
 class DuplexSession:
@@ -158,7 +158,6 @@ class DuplexSession:
             restart_with_consolidated_history=restart_with_consolidated_history,
             echo_margin_db=float(echo_margin_db),
         )
-        self._spellings = state_token_sequences(processor.tokenizer, checkpoint_state_tokens(model, processor))
         self._segmenter = VADSegmenter(vad, scorer=vad_scorer)
         self._machine = DuplexStateMachine(
             max_frames=max_frames,
@@ -168,10 +167,15 @@ class DuplexSession:
         self._machine_lock = threading.Lock()  # `history` is read from the caller's thread
         self._state = SessionState(echo=EchoGuard(self.options.echo_margin_db))
         self._inbox: queue.Queue[InboxMessage] = queue.Queue()
-        self._outbox: queue.Queue[Event | None] = queue.Queue()
-        self._turns: dict[int, _TurnControl] = {}
+        self._outbox: queue.Queue[Event | object | None] = queue.Queue()
+        spellings = state_token_sequences(processor.tokenizer, checkpoint_state_tokens(model, processor))
+        self._workers = TurnWorkers(model, processor, spellings, self.options.generation_kwargs, self._inbox.put)
         self._closed = False
-        self._speaker = None if tts is None else AnswerSpeaker(tts, self._speech_ready, self._speech_failed)
+        self._interrupt = PendingInterrupt()
+        self._images_seen = 0  # numbers the images in error messages (dispatcher thread only)
+        self._speaker = None
+        if tts is not None:
+            self._speaker = AnswerSpeaker(tts, self._speech_ready, self._speech_failed, self._speech_interrupted)
         self._dispatcher = threading.Thread(target=self._dispatch_loop, name="vita-duplex-dispatcher", daemon=True)
         self._dispatcher.start()
 
@@ -195,32 +199,42 @@ class DuplexSession:
     def push_audio(self, chunk: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> None:
         """Queue a microphone chunk (any rate, int16 or float, mono). Returns at once; a bad chunk gives an `error`."""
         self._check_open()
-        self._inbox.put(AudioChunk(np.array(chunk, copy=True), sampling_rate))
+        samples, problem = copy_chunk(chunk)
+        self._inbox.put(AudioChunk(samples, sampling_rate, problem))
 
     def push_text(self, text: str) -> None:
         """A typed query: it interrupts the current answer and is answered with state `query_text`."""
         self._check_open()
-        self._inbox.put(TypedText(str(text)))
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"push_text takes a non-empty str, found {type(text).__name__} {text!r:.80}")
+        self._inbox.put(TypedText(text))
 
     def push_image(self, image: Any) -> None:
-        """A still image or a video frame; the latest ones are shown to the model with the next inputs."""
+        """A still image or a video frame; the latest ones are shown to the model with the next inputs. Returns at
+        once; a bad image gives an `error` and is not kept."""
         self._check_open()
-        self._inbox.put(ImageFrame(image))
+        self._inbox.put(ImageFrame(copy_frame(image)))
 
     def playback_started(self, rms: float | None = None) -> None:
         """The caller's speaker is playing the assistant's audio (RMS of that audio; default the latest `AudioOut`)."""
-        self._inbox.put(PlaybackReport(rms if rms is not None else max(self._state.echo.playing_rms, 1e-3)))
+        self._check_open()
+        if rms is not None and not (isinstance(rms, int | float | np.integer | np.floating) and 0 <= rms < np.inf):
+            raise ValueError(f"playback_started takes an RMS that is a finite number >= 0 or None, found {rms!r}")
+        self._inbox.put(PlaybackReport(float(rms) if rms is not None else max(self._state.echo.playing_rms, 1e-3)))
 
     def playback_stopped(self) -> None:
         """The caller's speaker stopped playing the assistant's audio."""
+        self._check_open()
         self._inbox.put(PlaybackReport(None))
 
     def flush(self) -> None:
         """End of the input stream: close an open speech segment as if silence followed."""
+        self._check_open()
         self._inbox.put(Flush())
 
     def events(self, timeout: float | None = None) -> Iterator[Event]:
-        """Yield events as they come; stops after `timeout` seconds without one (None: until `close`)."""
+        """Yield events as they come; stops after `timeout` seconds without one (None: until `close`). Raises, after
+        its `error`, a `KeyboardInterrupt`/`SystemExit` that hit one of the session's threads (module docstring)."""
         while True:
             try:
                 event = self._outbox.get(timeout=0 if self._closed else timeout)
@@ -228,17 +242,21 @@ class DuplexSession:
                 return
             if event is None:  # put by `close`
                 return
+            if event is _RAISE:
+                self._interrupt.raise_if_any()  # unless another call on the session raised it already
+                continue
             yield event
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Wait until every queued input is handled and no turn (or speech synthesis) is running; False on timeout."""
         if self._closed:
-            return not self._turns
+            return not self._workers.running
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._sync(max(deadline - time.monotonic(), 0.0))
+            self._interrupt.raise_if_any()
             speaking = self._speaker is not None and self._speaker.busy
-            if not self._turns and not speaking and self._inbox.empty():
+            if not self._workers.running and not speaking and self._inbox.empty():
                 return True
             time.sleep(0.005)
         return False
@@ -259,12 +277,12 @@ class DuplexSession:
         it started are done, so an offline run is reproducible. At the end the open segment is closed and the
         pending turns finish before the iterator ends (`timeout` bounds each wait).
         """
+        sampling_rate = checked_rate(sampling_rate)  # a bad rate fails the whole recording, here
         if isinstance(audio_stream, np.ndarray) and audio_stream.ndim == 1:
             step = max(int(round(chunk_secs * sampling_rate)), 1)
             recording = audio_stream
             audio_stream = (recording[i : i + step] for i in range(0, len(recording), step))
-        started = time.monotonic()
-        played = 0.0
+        started, played = time.monotonic(), 0.0
         for chunk in audio_stream:
             self.push_audio(chunk, sampling_rate)
             if realtime:
@@ -283,14 +301,9 @@ class DuplexSession:
             return
         self._closed = True
         self._inbox.put(Stop())
-        own = threading.current_thread()
-        if self._dispatcher is not own:
+        if self._dispatcher is not threading.current_thread():
             self._dispatcher.join()
-        for control in list(self._turns.values()):
-            control.stop.set()
-            if control.thread is not None and control.thread is not own:
-                control.thread.join()
-        self._turns.clear()
+        self._workers.stop_all()
         if self._speaker is not None:
             self._speaker.close()
         self._outbox.put(None)
@@ -306,14 +319,12 @@ class DuplexSession:
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError("the DuplexSession is closed; expected an open session (create a new one)")
+        self._interrupt.raise_if_any()
 
     def _sync(self, timeout: float) -> None:
         done = threading.Event()
         self._inbox.put(Sync(done))
         done.wait(timeout)
-
-    def _post_event(self, event: Event) -> None:
-        self._inbox.put(WorkerEvent(event))
 
     def _dispatch_loop(self) -> None:
         while True:
@@ -325,18 +336,24 @@ class DuplexSession:
             except Exception as error:  # the session must outlive any bug in one step
                 logger.exception("duplex dispatcher failed on %s", type(message).__name__)
                 self._outbox.put(Error(self._state.input_secs, message=f"{type(error).__name__}: {error}"))
+            except BaseException as error:  # KeyboardInterrupt, SystemExit: for the caller's thread (module docstring)
+                logger.warning("duplex dispatcher stopped by %s on %s", type(error).__name__, type(message).__name__)
+                name = type(message).__name__
+                self._outbox.put(Error(self._state.input_secs, message=f"{type(error).__name__} on {name}: {error}"))
+                self._interrupt.keep(error)
+                self._outbox.put(_RAISE)
 
     def _dispatch(self, message: InboxMessage) -> None:
         if isinstance(message, AudioChunk):
-            self._on_audio(message.samples, message.sampling_rate)
+            self._on_audio(message)
         elif isinstance(message, TypedText):
             self._handle(TextInput(self._state.input_secs, text=message.text))
         elif isinstance(message, ImageFrame):
-            self._handle(ImageInput(self._state.input_secs, image=message.image))
+            self._on_image(message.image)
         elif isinstance(message, WorkerEvent):
             self._handle(self._restamp(message.event))
         elif isinstance(message, TurnFinished):
-            self._turns.pop(message.turn_id, None)
+            self._workers.finished(message.turn_id)
         elif isinstance(message, SpeechReady):
             self._on_speech_ready(message.audio_out)
         elif isinstance(message, PlaybackReport):
@@ -346,6 +363,10 @@ class DuplexSession:
                 self._handle(event)
         elif isinstance(message, Sync):
             message.done.set()
+        elif isinstance(message, Raised):
+            self._handle(self._restamp(message.error))  # the turn ends before the caller can see the exception
+            self._interrupt.keep(message.exception)
+            self._outbox.put(_RAISE)
         else:
             raise TypeError(f"unknown inbox message {type(message).__name__}")
 
@@ -353,77 +374,49 @@ class DuplexSession:
         # Worker events get the audio clock of the moment they are handled (see the module docstring).
         return dataclasses.replace(event, time=self._state.input_secs)
 
-    def _on_audio(self, chunk: np.ndarray, sampling_rate: int) -> None:
+    def _on_audio(self, message: AudioChunk) -> None:
         try:
-            samples = as_float32_mono(chunk)
+            if message.problem is not None:
+                raise ValueError(message.problem)
+            samples, rate = as_float32_mono(message.samples), checked_rate(message.sampling_rate)
             if self._state.echo.is_echo(samples, self._state.input_secs):
                 samples = np.zeros_like(samples)
-            events = self._segmenter.push(samples, sampling_rate)
-        except (ValueError, TypeError) as error:
+            events = self._segmenter.push(samples, rate)
+        except ValueError as error:
             self._outbox.put(Error(self._state.input_secs, message=f"bad audio chunk skipped: {error}"))
             return
-        self._state.input_secs += len(samples) / sampling_rate
+        self._state.input_secs += len(samples) / rate
         for event in events:
             self._handle(event)
+
+    def _on_image(self, image: Any) -> None:
+        self._images_seen += 1
+        try:
+            frame = checked_frame(image, self._images_seen - 1)
+        except ValueError as error:
+            self._outbox.put(Error(self._state.input_secs, message=f"bad image skipped: {error}"))
+            return
+        self._handle(ImageInput(self._state.input_secs, image=frame))
 
     def _handle(self, event: Event) -> None:
         with self._machine_lock:
             outputs = self._machine.handle(event)
+        self._carry_out(outputs)
+
+    def _carry_out(self, outputs: list[Event | Action]) -> None:
         for output in outputs:
             if isinstance(output, StartTurn):
-                self._start_turn(output)
+                self._workers.start(output)
             elif isinstance(output, CancelTurn):
                 self._cancel_turn(output.turn_id)
             elif isinstance(output, Event):
                 self._outbox.put(output)
                 self._speak(output)
 
-    def _start_turn(self, action: StartTurn) -> None:
-        control = _TurnControl(action.turn_id)
-        control.thread = threading.Thread(
-            target=self._run_turn, args=(action, control), name=f"vita-duplex-turn-{action.turn_id}", daemon=True
-        )
-        self._turns[action.turn_id] = control
-        control.thread.start()
-
     def _cancel_turn(self, turn_id: int) -> None:
-        control = self._turns.get(turn_id)
-        if control is not None:
-            control.cancelled = True
-            control.stop.set()
+        self._workers.cancel(turn_id)
         if self._speaker is not None:
             self._speaker.silence(turn_id)
-
-    # -- turn workers -------------------------------------------------------------------------------------------
-
-    def _run_turn(self, action: StartTurn, control: _TurnControl) -> None:
-        turn_id = action.turn_id
-
-        def decided(state: VitaState) -> None:
-            if action.state is None:  # a restarted turn's state was decided (and reported) before
-                self._post_event(StateDecided(0.0, state=state, turn_id=turn_id))
-
-        streamer = VitaTurnStreamer(
-            self.processor.tokenizer,
-            self._spellings,
-            stop=control.stop,
-            forced_state=action.state,
-            on_state=decided,
-            on_text=lambda delta: self._post_event(TextDelta(0.0, text=delta, turn_id=turn_id)),
-        )
-        try:
-            inputs = prepare_turn_inputs(self.processor, action.messages(), self.model)
-            allowed = None if action.state is None else [action.state]
-            run_turn(self.model, inputs, streamer, allowed, self.options.generation_kwargs)
-            if not control.cancelled:
-                self._post_event(ResponseDone(0.0, turn_id=turn_id))
-        except Exception as error:
-            logger.exception("duplex turn %d failed", turn_id)
-            self._post_event(
-                Error(0.0, message=f"turn {turn_id} failed: {type(error).__name__}: {error}", turn_id=turn_id)
-            )
-        finally:
-            self._inbox.put(TurnFinished(turn_id))
 
     # -- speech output and echo guard -----------------------------------------------------------------------------
 
@@ -437,7 +430,10 @@ class DuplexSession:
         self._inbox.put(SpeechReady(event))  # from the speech thread: handled in order by the dispatcher
 
     def _speech_failed(self, message: str) -> None:
-        self._post_event(Error(0.0, message=message, turn_id=None))
+        self._inbox.put(WorkerEvent(Error(0.0, message=message, turn_id=None)))
+
+    def _speech_interrupted(self, message: str, exception: BaseException) -> None:
+        self._inbox.put(Raised(Error(0.0, message=message, turn_id=None), exception))
 
     def _on_speech_ready(self, event: AudioOut) -> None:
         if self._speaker is None or self._speaker.is_silenced(event.turn_id):

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .duplex_audio_input import as_float32_mono, read_audio_file
+from .duplex_audio_input import as_float32_mono, checked_rate, read_audio_file
 from .duplex_events import AudioOut, Event, Interrupted, ResponseDone, TextDelta
 
 logger = logging.getLogger(__name__)
@@ -128,18 +128,28 @@ class AnswerSpeaker:
     The session's dispatcher calls `feed` with each reported event (text deltas make sentences, `response_done`
     speaks the rest, `interrupted` silences the turn) and `silence` for a cancelled turn. Each synthesized sentence is
     handed to `on_ready` as an `AudioOut` (the dispatcher checks `is_silenced` again when it arrives, since a turn can
-    be cut while its sentence is synthesized); a failed synthesis is handed to `on_error` and speaking goes on.
+    be cut while its sentence is synthesized); a failed synthesis is handed to `on_error` and speaking goes on. A
+    `KeyboardInterrupt` or `SystemExit` from the engine goes to `on_interrupt` when given (the session re-raises it
+    in its caller's thread) and speaking goes on; without one it ends this thread, as in any thread.
 
     Args:
         tts: the engine.
         on_ready: receives each `AudioOut` (time 0: the session stamps its clock).
         on_error: receives a message for each failed synthesis.
+        on_interrupt: receives `(message, exception)` for a `KeyboardInterrupt`/`SystemExit` of the engine.
     """
 
-    def __init__(self, tts: TTSEngine, on_ready: Callable[[AudioOut], None], on_error: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        tts: TTSEngine,
+        on_ready: Callable[[AudioOut], None],
+        on_error: Callable[[str], None],
+        on_interrupt: Callable[[str, BaseException], None] | None = None,
+    ) -> None:
         self.tts = tts
         self.on_ready = on_ready
         self.on_error = on_error
+        self.on_interrupt = on_interrupt
         self._unspoken: dict[int, str] = {}  # per turn, text not yet a whole sentence (dispatcher thread only)
         self._silenced: set[int] = set()
         self._queue: queue.Queue[tuple[int, str] | None] = queue.Queue()
@@ -196,12 +206,18 @@ class AnswerSpeaker:
         text = speakable_text(sentence)
         try:
             audio, rate = self.tts.synthesize(text) if text else (np.zeros(0, dtype=np.float32), 16_000)
-            audio = as_float32_mono(audio)
+            audio, rate = as_float32_mono(audio), checked_rate(rate)
         except Exception as error:
             logger.exception("speech synthesis failed for turn %d", turn_id)
             self.on_error(f"speech synthesis failed for turn {turn_id}: {type(error).__name__}: {error}")
             return
-        self.on_ready(AudioOut(0.0, audio=audio, sampling_rate=int(rate), text=sentence, turn_id=turn_id))
+        except BaseException as error:  # KeyboardInterrupt, SystemExit
+            if self.on_interrupt is None:
+                raise
+            logger.warning("speech synthesis for turn %d stopped by %s", turn_id, type(error).__name__)
+            self.on_interrupt(f"speech synthesis for turn {turn_id} stopped by {type(error).__name__}: {error}", error)
+            return
+        self.on_ready(AudioOut(0.0, audio=audio, sampling_rate=rate, text=sentence, turn_id=turn_id))
 
 
 __all__ = [

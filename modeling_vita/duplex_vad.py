@@ -30,7 +30,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .duplex_audio_input import SAMPLING_RATE, Resampler, as_float32_mono
+from .duplex_audio_input import SAMPLING_RATE, Resampler, as_float32_mono, checked_rate
 from .duplex_events import Event, SpeechDiscarded, SpeechEnded, SpeechStarted
 
 logger = logging.getLogger(__name__)
@@ -114,13 +114,17 @@ class _Framer:
         self._pending = np.zeros(0, dtype=np.float32)
 
     def __call__(self, chunk: np.ndarray, sampling_rate: int) -> np.ndarray:
-        samples = as_float32_mono(chunk)
-        if sampling_rate != SAMPLING_RATE:
-            if self._resampler is None or self._resampler.orig_sr != sampling_rate:
-                self._resampler = Resampler(sampling_rate, SAMPLING_RATE)  # validates the rate
+        samples, rate = as_float32_mono(chunk), checked_rate(sampling_rate)
+        current = SAMPLING_RATE if self._resampler is None else self._resampler.orig_sr
+        if rate != current:
+            # The rate changed mid-stream: the old resampler's held-back lookahead is flushed first, so no input is
+            # lost and the 16 kHz clock stays equal to the input's duration (within a sample per change).
+            resampler = None if rate == SAMPLING_RATE else Resampler(rate, SAMPLING_RATE)  # built before any change
+            if self._resampler is not None:
+                self._pending = np.concatenate([self._pending, self._resampler.flush()])
+            self._resampler = resampler
+        if self._resampler is not None:
             samples = self._resampler(samples)
-        elif self._resampler is not None:
-            self._resampler = None  # the stream switched to 16 kHz; held-back samples are dropped
         self._pending = np.concatenate([self._pending, samples])
         count = len(self._pending) // WINDOW_SIZE
         windows = self._pending[: count * WINDOW_SIZE].reshape(count, WINDOW_SIZE)

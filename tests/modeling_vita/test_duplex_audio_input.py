@@ -1,5 +1,7 @@
 """Tests of the duplex session's audio input: the streaming resampler, whole-clip resampling and the echo guard."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -57,3 +59,36 @@ def test_echo_guard_lets_only_louder_speech_through_while_a_clip_plays():
 def test_resampler_refuses_rates_it_cannot_take(rate):
     with pytest.raises(ValueError, match="between 8000 and 192000"):
         Resampler(rate)
+
+
+def test_copy_chunk_copies_and_never_raises():
+    from modeling_vita.duplex_audio_input import copy_chunk
+
+    buffer = np.ones(8, dtype=np.float32)
+    samples, problem = copy_chunk(buffer)
+    buffer[:] = 0  # the caller reuses its buffer: the queued copy keeps what was pushed
+    assert problem is None and samples.tolist() == [1.0] * 8
+    torch = pytest.importorskip("torch")
+    samples, problem = copy_chunk(torch.ones(4, requires_grad=True))
+    assert problem is None and samples.dtype == np.float32 and samples.tolist() == [1.0] * 4
+    assert copy_chunk(torch.ones(4, dtype=torch.bfloat16)) == (
+        None,
+        "audio chunk dtype must be int16, float16, float32 or float64, found torch.bfloat16",
+    )
+    samples, problem = copy_chunk([[0.1, 0.2], [0.3]])
+    assert samples is None and problem.startswith("audio chunk must be a 1-D array of numbers, found a list numpy")
+
+
+@pytest.mark.parametrize("rate", [16000, 48_000.0, np.int64(22050), 8000, 192_000])
+def test_checked_rate_takes_whole_hz(rate):
+    from modeling_vita.duplex_audio_input import checked_rate
+
+    assert checked_rate(rate) == int(rate) and type(checked_rate(rate)) is int
+
+
+@pytest.mark.parametrize("rate", [7999, 192_001, 22050.5, float("nan"), float("inf"), None, "16000", True, 0])
+def test_checked_rate_refuses_the_rest_naming_it(rate):
+    from modeling_vita.duplex_audio_input import checked_rate
+
+    with pytest.raises(ValueError, match=rf"between 8000 and 192000, found {re.escape(repr(rate))}$"):
+        checked_rate(rate)

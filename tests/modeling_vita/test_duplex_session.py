@@ -31,7 +31,8 @@ class EnergyScorer:
 
 
 class ScriptedModel:
-    """A stand-in for `model.generate`: the n-th call emits `scripts[n]` (token ids, or an exception to raise).
+    """A stand-in for `model.generate`: the n-th call emits `scripts[n]` (token ids, or an exception to raise, any
+    `BaseException`).
 
     It honours the logits processors (so the session's state constraint really applies), the stopping criteria and
     the streamer, like transformers' decoding loop.
@@ -53,7 +54,7 @@ class ScriptedModel:
             index = len(self.calls)
             self.calls.append(input_ids)
         script = self.scripts[index] if index < len(self.scripts) else [QUERY, EOS]
-        if isinstance(script, Exception):
+        if isinstance(script, BaseException):  # KeyboardInterrupt and SystemExit too
             raise script
         if streamer is not None:
             streamer.put(input_ids)
@@ -258,6 +259,115 @@ def test_exception_in_a_turn_gives_error_and_next_turn_works(processor, no_threa
         assert error.turn_id == 1 and "boom" in error.message
         assert events.of("response_done")[0].turn_id == 2
         assert [t.role for t in session.history] == ["user", "assistant"]
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit], ids=["KeyboardInterrupt", "SystemExit"])
+@pytest.mark.parametrize("when", ["deciding", "responding"])
+def test_an_interrupt_in_the_model_ends_the_turn_and_reaches_the_caller(processor, no_thread_left, interrupt, when):
+    """The worker's turn ends as an `error` (the machine stays consistent), the exception is raised once in the
+    caller's thread (here by `events`), and the session answers the next query."""
+
+    class InterruptedModel(ScriptedModel):
+        def generate(self, input_ids, streamer=None, **kwargs):
+            if len(self.calls) == 0 and when == "deciding":
+                self.calls.append(input_ids)
+                raise interrupt("stop now")
+            if len(self.calls) == 0:  # decide, speak one word, then be interrupted
+                self.calls.append(input_ids)
+                streamer.put(input_ids)
+                for token in (QUERY, *words(processor, "Hello")):
+                    streamer.put(torch.tensor([token]))
+                time.sleep(0.2)  # the dispatcher reports the decision and the text first
+                raise interrupt("stop now")
+            return super().generate(input_ids, streamer=streamer, **kwargs)
+
+    model = InterruptedModel([None, [QUERY, *words(processor, "Fine"), EOS]])
+    with make_session(processor, model) as session:
+        seen = []
+        push(session, np.concatenate([tone(0.4), silence(0.3)]))
+        with pytest.raises(interrupt, match="stop now"):
+            for event in session.events(timeout=10):
+                seen.append(event)
+        error = [e for e in seen if e.type == "error"]
+        assert len(error) == 1 and error[0].turn_id == 1
+        assert error[0].message == f"turn 1 stopped by {interrupt.__name__}: stop now"
+        assert session._machine.state == "listening" and session._machine.responding_turn is None
+        expected = [] if when == "deciding" else [("user", False), ("assistant", True)]
+        assert [(t.role, t.interrupted) for t in session.history] == expected  # a partial answer is kept as cut
+        session.wait_idle()  # raised once only: the session is usable again
+        events = Collector(session)
+        push(session, np.concatenate([tone(0.4), silence(0.3)]))
+        events.until(has("response_done"))
+        assert events.of("response_done")[0].text == "Fine" and not events.of("error")
+
+
+def test_an_interrupt_in_the_dispatcher_reaches_the_caller_and_the_dispatcher_lives_on(processor, no_thread_left):
+    class InterruptingScorer(EnergyScorer):
+        calls = 0
+
+        def score(self, window):
+            InterruptingScorer.calls += 1
+            if InterruptingScorer.calls == 3:
+                raise KeyboardInterrupt("from the scorer")
+            return super().score(window)
+
+    model = ScriptedModel([[QUERY, *words(processor, "Hello"), EOS]])
+    with DuplexSession(model, processor, vad=FAST_VAD, vad_scorer=InterruptingScorer()) as session:
+        push(session, silence(0.2))
+        with pytest.raises(KeyboardInterrupt, match="from the scorer"):
+            session.wait_idle()
+        (error,) = list(session.events(timeout=0.1))
+        assert error.type == "error" and error.message == "KeyboardInterrupt on AudioChunk: from the scorer"
+        events = Collector(session)
+        push(session, np.concatenate([tone(0.4), silence(0.3)]))
+        events.until(has("response_done"))
+
+
+def test_an_interrupt_in_the_speech_engine_reaches_the_caller_and_speaking_goes_on(processor, no_thread_left):
+    class InterruptedTTS(FakeTTS):
+        def synthesize(self, text):
+            if not self.sentences:
+                self.sentences.append(text)
+                raise SystemExit("tts says bye")
+            return super().synthesize(text)
+
+    tts = InterruptedTTS(secs=0.1)
+    model = ScriptedModel([[QUERY, *words(processor, "Hello, how are you? I am fine."), EOS]])
+    with make_session(processor, model, tts=tts) as session:
+        seen = []
+        push(session, np.concatenate([tone(0.4), silence(0.3)]))
+        with pytest.raises(SystemExit, match="tts says bye"):
+            for event in session.events(timeout=10):
+                seen.append(event)
+        assert [e.message for e in seen if e.type == "error"] == [
+            "speech synthesis for turn 1 stopped by SystemExit: tts says bye"
+        ]
+        assert session.wait_idle()  # the speech thread lives on: nothing stays queued
+        seen += session.events(timeout=0.1)
+        assert [e.type for e in seen].count("response_done") == 1
+        assert [e.text for e in seen if e.type == "audio_out"] == ["I am fine."]
+
+
+def test_rate_changes_mid_stream_keep_the_clock_and_the_segment(processor, no_thread_left):
+    """10 ms chunks alternate 48 kHz, 16 kHz and 44.1 kHz: nothing is dropped at a switch (about 9 samples were,
+    each time a resampler was left), so the segment's times match the audio pushed and the VAD's 16 kHz clock
+    matches the session's."""
+    rates = [48_000, 16_000, 44_100]
+    model = ScriptedModel([[QUERY, *words(processor, "Hello"), EOS]])
+    with make_session(processor, model) as session:
+        events = Collector(session)
+        pushed = 0.0
+        for index, loud in enumerate([False] * 100 + [True] * 60 + [False] * 40):  # 1 s, 0.6 s, 0.4 s
+            rate = rates[index % 3]
+            t = np.arange(rate // 100) / rate
+            session.push_audio((0.3 * np.sin(2 * np.pi * 220 * t) * loud).astype(np.float32), rate)
+            pushed += len(t) / rate
+        events.until(has("response_done"))
+        (ended,) = events.of("speech_ended")
+        assert session.time == pytest.approx(pushed, abs=1e-9) and pushed == pytest.approx(2.0)
+        assert 0 <= pushed - session._segmenter.time < 0.032  # at most the part of a window still pending
+        assert ended.start == pytest.approx(0.992 - FAST_VAD.pre_roll_secs, abs=0.004)  # onset window 31 at 0.992 s
+        assert ended.end == pytest.approx(1.6 + FAST_VAD.post_roll_secs, abs=0.004)
 
 
 def test_push_audio_does_not_wait_for_the_model(processor, no_thread_left):

@@ -91,3 +91,31 @@ def test_piper_tts_engine():
 
     audio, rate = PiperTTS().synthesize("Hello there.")
     assert audio.dtype == np.float32 and rate == 22_050 and len(audio) > rate // 4
+
+
+class _InterruptedOnceTTS(_RecordingTTS):
+    def synthesize(self, text):
+        if not self.sentences:
+            self.sentences.append(text)
+            raise KeyboardInterrupt("ctrl-c in the engine")
+        return super().synthesize(text)
+
+
+def test_an_interrupt_in_the_engine_goes_to_on_interrupt_and_speaking_goes_on():
+    ready, errors, interrupts = [], [], []
+    speaker = AnswerSpeaker(_InterruptedOnceTTS(), ready.append, errors.append, lambda *a: interrupts.append(a))
+    speaker.feed(TextDelta(0.0, text="One. Two. ", turn_id=1))
+    speaker.close()
+    assert [event.text for event in ready] == ["Two."] and errors == [] and not speaker.busy
+    ((message, error),) = interrupts
+    assert message == "speech synthesis for turn 1 stopped by KeyboardInterrupt: ctrl-c in the engine"
+    assert isinstance(error, KeyboardInterrupt)
+
+
+def test_without_on_interrupt_an_interrupt_ends_the_speech_thread_as_in_any_thread(monkeypatch):
+    caught = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: caught.append(args.exc_type))
+    speaker = AnswerSpeaker(_InterruptedOnceTTS(), [].append, [].append)
+    speaker.feed(TextDelta(0.0, text="One. ", turn_id=1))
+    speaker._thread.join(5)
+    assert caught == [KeyboardInterrupt] and not speaker._thread.is_alive()

@@ -268,3 +268,28 @@ def test_report_vad_cost_per_32ms_chunk(placed_speech):
         f"48 kHz chunk resample+score+segment {push_ms:.3f} ms"
     )
     assert isinstance(SpeechStarted(0.0), SpeechStarted)
+
+
+@pytest.mark.parametrize("chunk_rates", [[48_000, 16_000], [44_100, 48_000, 22_050], [8000, 16_000, 24_000]])
+def test_a_rate_change_mid_stream_drops_no_sample(chunk_rates):
+    """Leaving a resampler flushes its lookahead: the 16 kHz samples made equal the duration pushed (20 ms chunks,
+    whose lengths resample to whole samples), where each switch away from a resampler dropped about 9 samples."""
+    segmenter = VADSegmenter(scorer=EnergyScorer())
+    switches = 300
+    for index in range(switches):
+        rate = chunk_rates[index % len(chunk_rates)]
+        segmenter.push(np.full(rate // 50, 0.01, dtype=np.float32), rate)
+    framer = segmenter._framer
+    held_back = 0 if framer._resampler is None else len(framer._resampler.flush())
+    produced = round(segmenter.time * 16000) + len(framer._pending) + held_back
+    assert abs(produced - switches * 320) <= 1
+
+
+def test_a_bad_rate_mid_stream_leaves_the_stream_as_it_was():
+    segmenter = VADSegmenter(scorer=EnergyScorer())
+    segmenter.push(np.zeros(480, dtype=np.float32), 48_000)
+    resampler, pending = segmenter._framer._resampler, segmenter._framer._pending.copy()
+    for rate in (float("nan"), 4000, "48000"):
+        with pytest.raises(ValueError, match=r"whole number of Hz between 8000 and 192000, found"):
+            segmenter.push(np.zeros(480, dtype=np.float32), rate)
+    assert segmenter._framer._resampler is resampler and np.array_equal(segmenter._framer._pending, pending)
