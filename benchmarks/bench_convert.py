@@ -105,7 +105,10 @@ def build_checkpoint(folder: Path, layers: int) -> None:
         vocab_size=VOCAB,
     )
     (folder / "config.json").write_text(json.dumps(config))
-    original_vita.write_audio_encoder_folder(folder / "audio-encoder", original_vita.original_state_dict())
+    # The audio folder's train.yaml states the adapter's LLM width, so it is written from the wide projector.
+    original_vita.write_audio_encoder_folder(
+        folder / "audio-encoder", {**original_vita.original_state_dict(), **towers}
+    )
 
 
 def _run_measured(command: list[str]) -> tuple[int, int, float]:
@@ -147,8 +150,9 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench_convert_"))
     try:
         started = time.perf_counter()
-        command = [sys.executable, __file__, "--build", str(root / "VITA_ckpt"), "--layers", str(args.layers)]
-        subprocess.run(command, check=True)
+        command = [sys.executable, "-m", "benchmarks.bench_convert", "--build", str(root / "VITA_ckpt")]
+        command += ["--layers", str(args.layers)]
+        subprocess.run(command, check=True, cwd=REPO_ROOT)
         built = time.perf_counter() - started
         shard_sizes = [p.stat().st_size for p in (root / "VITA_ckpt").glob("*.safetensors")]
         # Baseline first: RUSAGE_CHILDREN keeps the maximum over finished children, so order matters.
