@@ -1,4 +1,4 @@
-"""Tests of the Space as a program (`spaces_demo/app.py`, `runtime.py`, `cli.py`, README front matter,
+"""Tests of the Space as a program (`spaces_demo/app.py`, `page.py`, `runtime.py`, `cli.py`, README front matter,
 requirements.txt).
 
 Importing the app must load no model and serve nothing; the Blocks must be wired as the page needs; the model is
@@ -25,6 +25,7 @@ from modeling_vita.duplex_events import ResponseDone, TextDelta
 from processing_vita import VitaState
 from spaces_demo import app as space_app
 from spaces_demo import cli as space_cli
+from spaces_demo import page as space_page
 from spaces_demo import runtime as space_runtime
 
 SPACE_DIR = Path(space_app.__file__).resolve().parent
@@ -52,7 +53,7 @@ def test_importing_the_app_loads_no_model_and_starts_nothing():
 
 
 def test_build_demo_wires_both_tabs_without_launching(tiny_runtime):
-    demo = space_app.build_demo(runtime=tiny_runtime, tts="none")
+    demo = space_page.build_demo(runtime=tiny_runtime, tts="none")
     assert isinstance(demo, gr.Blocks) and not demo.is_running
     ids = {c["props"].get("elem_id"): c["type"] for c in demo.config["components"] if c["props"].get("elem_id")}
     assert ids == {
@@ -83,7 +84,7 @@ def test_build_demo_wires_both_tabs_without_launching(tiny_runtime):
 
 def test_the_page_names_each_badge_with_the_checkpoints_state_token():
     tokens = {VitaState.QUERY_AUDIO: "[ask]", VitaState.NOISY_AUDIO: "[noise]", VitaState.QUERY_TEXT: "[typed]"}
-    assert space_app.state_legend(tokens) == (
+    assert space_page.state_legend(tokens) == (
         "**answered query (audio)** `[ask]`, **ignored: background talk** `[noise]`, **typed query** `[typed]`"
     )
 
@@ -114,13 +115,13 @@ def test_main_without_a_model_exits_with_a_clear_message(tmp_path, monkeypatch, 
 
 
 def test_tts_choice(tiny_runtime):
-    assert space_app.make_tts is duplex_speech_output.make_tts  # one make_tts in the project
+    assert space_page.make_tts is duplex_speech_output.make_tts  # one make_tts in the project
     assert space_app.build_parser().parse_args(["--tts", "espeak"]).tts == "espeak"
-    assert space_app.build_demo(runtime=tiny_runtime, tts="none").vita_space.tts is None
+    assert space_page.build_demo(runtime=tiny_runtime, tts="none").vita_space.tts is None
     with pytest.raises(ValueError, match=r"one of \('auto', 'piper', 'espeak', 'none'\), found 'say'"):
-        space_app.build_demo(runtime=tiny_runtime, tts="say")
+        space_page.build_demo(runtime=tiny_runtime, tts="say")
     if shutil.which("espeak-ng"):
-        engine = space_app.build_demo(runtime=tiny_runtime, tts="espeak").vita_space.tts
+        engine = space_page.build_demo(runtime=tiny_runtime, tts="espeak").vita_space.tts
         assert isinstance(engine, duplex_speech_output.EspeakTTS)
         # A NUL from a random model must not reach espeak-ng: the session's speaker (what the real-time tab speaks
         # through) removes it before synthesis.
@@ -219,11 +220,12 @@ def test_the_space_runs_from_its_folder_on_the_installed_packages_and_the_checkp
         import numpy as np
         sys.path.insert(0, {str(space)!r})
         import app  # as `python app.py` on a Space: the siblings are top-level modules
+        import page
         import modeling_vita
         from modeling_vita.duplex_events import Event
 
         assert "spaces_demo" not in sys.modules and app.__file__.startswith({str(space)!r}), app.__file__
-        demo = app.build_demo(tts="none", max_new_tokens=6)  # the model of `vita-tiny/` beside app.py
+        demo = page.build_demo(tts="none", max_new_tokens=6)  # the model of `vita-tiny/` beside app.py
         runtime = demo.vita_space.runtime
         assert type(runtime.processor).__module__.startswith("transformers_modules"), type(runtime.processor)
         assert type(runtime.pipe) is modeling_vita.VitaDuplexPipeline, type(runtime.pipe)
@@ -254,7 +256,7 @@ def test_the_embedded_vita_tiny_answers_each_question_alone_other_checkpoints_ke
     assert space_runtime.default_history_turns(str(space_runtime.DEFAULT_MODEL_DIR)) == 0
     assert space_runtime.default_history_turns(str(tmp_path)) == space_runtime.HISTORY_TURNS == 4
     assert space_runtime.default_history_turns(None) == 4
-    space = space_app.build_demo(runtime=tiny_runtime, tts="none", max_history_turns=0).vita_space
+    space = space_page.build_demo(runtime=tiny_runtime, tts="none", max_history_turns=0).vita_space
     *_, (_, session, *_) = space.chat("What colour is the shape?", None, None, None, None, None)
     assert session.max_history_turns == 0 and space.session_kwargs["max_history_turns"] == 0
     handler = space._handler(None, None)

@@ -38,7 +38,7 @@ BADGES = {
     "noisy_audio": "ignored: background talk",
     "query_text": "typed query",
 }
-# The badge colours of spaces_demo/app.py's CSS (grey carries no hue; the others are told apart by hue).
+# The badge colours of spaces_demo/page.py's CSS (grey carries no hue; the others are told apart by hue).
 BADGE_RGB = {"query_audio": (0x1E, 0x5A, 0xC8), "noisy_audio": (0x8A, 0x8A, 0x8A), "query_text": (0x82, 0x3C, 0xB4)}
 
 
@@ -372,7 +372,7 @@ def test_realtime_tab_in_the_browser_streams_a_microphone_into_transcript_answer
 def test_two_browser_tabs_keep_their_own_conversations_and_closing_one_closes_its_session(browser, tiny_runtime):
     """The app served in this process (so its sessions can be inspected): two tabs chat at once, each page shows only
     its own conversation, and closing a tab closes its session at once (`demo.unload`), not an hour later."""
-    from spaces_demo.app import CSS, build_demo
+    from spaces_demo.page import CSS, build_demo
 
     demo = build_demo(runtime=tiny_runtime, tts="none", max_new_tokens=8)
     space = demo.vita_space

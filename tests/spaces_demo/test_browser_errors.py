@@ -47,7 +47,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def space_url(tiny_runtime):
-    from spaces_demo.app import CSS, build_demo
+    from spaces_demo.page import CSS, build_demo
 
     demo = build_demo(runtime=tiny_runtime, tts="none", max_new_tokens=8)
     port = _free_port()

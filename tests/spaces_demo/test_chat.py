@@ -14,8 +14,8 @@ import pytest
 
 from modeling_vita.generation_vita import prepare_turn_inputs
 from processing_vita import VitaState
-from spaces_demo.app import VitaSpace, chat_messages
 from spaces_demo.chat import ChatSession, ChatTurn, prompt_messages
+from spaces_demo.handlers import VitaSpace, chat_messages
 
 
 def _image(colour="red"):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from spaces_demo.app import VitaSpace
+from spaces_demo.handlers import VitaSpace
 from spaces_demo.limits import Limits, check_text, check_upload, check_video, load_audio, load_image
 
 

@@ -1,4 +1,5 @@
-"""Tests of the page's notices (`spaces_demo/app.py`): what cannot be asked is listed beside the input, not raised.
+"""Tests of the page's notices (`spaces_demo/notices.py`, `handlers.py`): what cannot be asked is listed beside the
+input, not raised.
 
 The page's events (`VitaSpace.chat_page`, `realtime_image_page`) take the uploads as gradio's `FileData` dicts (the
 events do not preprocess) and never raise for the visitor's mistakes: the problems go to a notice list (the latest
@@ -16,11 +17,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from spaces_demo import app as space_app
-from spaces_demo.app import NO_QUESTION, VitaSpace, add_notices, notices_html, plain_error
+from spaces_demo import notices as space_notices
+from spaces_demo.handlers import NO_QUESTION, VitaSpace
 from spaces_demo.limits import Limits, describe_limits
+from spaces_demo.notices import add_notices, notices_html, plain_error
+from spaces_demo.page import build_demo
 
-SPACE_DIR = Path(space_app.__file__).resolve().parent
+SPACE_DIR = Path(space_notices.__file__).resolve().parent
 VISITOR = SimpleNamespace(session_hash="visitor")
 
 
@@ -44,7 +47,7 @@ def test_notices_list_the_latest_first_count_repeats_and_escape_the_text():
     notices = add_notices(None, ["first"])
     notices = add_notices(notices, ["second", "second"])
     assert notices == [("second", 2), ("first", 1)]
-    assert len(add_notices(notices, [str(index) for index in range(10)])) == space_app.NOTICES_KEPT
+    assert len(add_notices(notices, [str(index) for index in range(10)])) == space_notices.NOTICES_KEPT
     shown = notices_html(add_notices([], ["The image '<b>${x}{{y}}</b>.png' cannot be read"]))
     assert "<b>" not in shown and "${" not in shown and "{{" not in shown and "&lt;b&gt;" in shown
     assert 'role="alert"' in shown and notices_html([]) == ""
@@ -148,7 +151,7 @@ def test_plain_errors_have_no_errno_and_no_folders():
 
 
 def test_the_page_wires_unprocessed_uploads_and_notices(tiny_runtime):
-    demo = space_app.build_demo(runtime=tiny_runtime, tts="none")
+    demo = build_demo(runtime=tiny_runtime, tts="none")
     space = demo.vita_space
     events = {fn.fn: fn for fn in demo.fns.values()}
     send, picture = events[space.chat_page], events[space.realtime_image_page]
@@ -166,7 +169,7 @@ def test_the_page_wires_unprocessed_uploads_and_notices(tiny_runtime):
 
 def test_the_header_and_the_readme_list_every_limit(tiny_runtime):
     wording = describe_limits(Limits())
-    demo = space_app.build_demo(runtime=tiny_runtime, tts="none")
+    demo = build_demo(runtime=tiny_runtime, tts="none")
     header = next(c for c in demo.config["components"] if c["props"].get("elem_id") == "vita-header")
     assert f"Limits: {wording}." in header["props"]["value"]
     readme = " ".join((SPACE_DIR / "README.md").read_text().split())
