@@ -178,6 +178,8 @@ class RealtimeHandler:
         No chunk will call `emit` again, so spoken clips still queued behind the one playing are released now, once
         that one has played (waiting at most `timeout`).
         """
+        if self._closed:  # Reset or the tab's unload closed the session: nothing is listening any more
+            return self.emit()
         self.session.flush()
         self.session.wait_idle(timeout)
         view = self.emit()

@@ -208,6 +208,15 @@ def test_stereo_and_float_chunks_are_mixed_down_and_the_stream_limit_names_both_
         handler.receive((48_000, np.zeros(10, np.int16)))
 
 
+def test_the_microphone_stopping_after_reset_does_not_touch_the_closed_session():
+    handler = RealtimeHandler(_fake_runtime())
+    flushed = []
+    handler.session.flush = lambda: flushed.append(True)
+    handler.close()  # Reset, or the tab went away
+    view = handler.finish(timeout=1)
+    assert flushed == [] and view.speech is None
+
+
 def test_clips_queued_when_the_microphone_stops_are_released_after_the_playing_one():
     handler = RealtimeHandler(_fake_runtime())
     session = handler.session
