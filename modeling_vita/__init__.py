@@ -1,17 +1,23 @@
 """VITA for the Hugging Face ecosystem: configuration, model, generation helpers and the duplex runtime.
 
 Importing the package registers VITA with transformers' Auto classes and the "vita-duplex" pipeline task, so
-`AutoModel.from_pretrained(path)` works without `trust_remote_code` when the package is installed; saved folders also
-carry the code (the remote-code closure, `export.py`) and an `auto_map` for use where it is not.
+`AutoModel.from_pretrained(path)` and the standard "any-to-any" and "image-text-to-text" pipelines work without
+`trust_remote_code` when the package is installed; saved folders also carry the code (the remote-code closure,
+`remote_code.py`) and an `auto_map` for use where it is not.
 """
 
 import logging
 
 from transformers import (
     AutoConfig,
+    AutoFeatureExtractor,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForCausalLM,
     AutoModelForImageTextToText,
+    AutoModelForMultimodalLM,
+    AutoProcessor,
+    AutoVideoProcessor,
 )
 
 from .audio_encoder import VitaAudioEncoder, get_audio_token_count
@@ -34,10 +40,25 @@ def _register() -> None:
     AutoConfig.register(VitaAudioEncoderConfig.model_type, VitaAudioEncoderConfig, exist_ok=True)
     AutoModel.register(VitaAudioEncoderConfig, VitaAudioEncoder, exist_ok=True)
     # `AutoModel` gives the generation class, as the design's public API asks.
-    for auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText):
+    # `AutoModelForMultimodalLM` serves the "any-to-any" pipeline, `AutoModelForImageTextToText` "image-text-to-text".
+    for auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForMultimodalLM):
         auto_class.register(VitaConfig, VitaForConditionalGeneration, exist_ok=True)
     # Saved folders record where each class lives (`AUTO_MAP`) and carry the code (`remote_code.py`).
     register_vita_duplex_pipeline()
+    # Pipelines load a saved folder's processor (and, by task, its image/video processor and feature extractor)
+    # through Auto classes that know them by the model config. The processor package is imported here only (never by
+    # the remote-code modules); without it, no registration.
+    try:
+        import processing_vita
+    except ImportError:  # pragma: no cover - vita-hf installs both packages
+        logger.info("processing_vita is not importable: the Auto processor classes do not know VitaConfig")
+        return
+    AutoProcessor.register(VitaConfig, processing_vita.VitaProcessor, exist_ok=True)
+    AutoImageProcessor.register(
+        VitaConfig, image_processor_classes={"pil": processing_vita.VitaImageProcessor}, exist_ok=True
+    )
+    AutoVideoProcessor.register(VitaConfig, processing_vita.VitaVideoProcessor, exist_ok=True)
+    AutoFeatureExtractor.register(VitaConfig, processing_vita.VitaFeatureExtractor, exist_ok=True)
 
 
 _register()

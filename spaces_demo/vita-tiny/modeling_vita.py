@@ -97,13 +97,16 @@ AUTO_MAP = {
     "AutoModel": "modeling_vita.VitaForConditionalGeneration",
     "AutoModelForCausalLM": "modeling_vita.VitaForConditionalGeneration",
     "AutoModelForImageTextToText": "modeling_vita.VitaForConditionalGeneration",
+    "AutoModelForMultimodalLM": "modeling_vita.VitaForConditionalGeneration",
 }
 
 
 class VitaPreTrainedModel(PreTrainedModel):
     config: VitaConfig
     base_model_prefix = "model"
+    # The pipelines read these: "any-to-any" and "image-text-to-text" take VITA's inputs; it answers in text.
     input_modalities = ("image", "video", "audio", "text")
+    output_modalities = ("text",)
     supports_gradient_checkpointing = True
     _skip_keys_device_placement = ["cache", "past_key_values"]
     # Flash/flex requests are honoured by the vision tower and the LLM; the audio encoder needs an additive
