@@ -33,6 +33,11 @@ MIN_NUM_SAMPLES = 400
 HOP_SAMPLES = 160
 # The audio encoder's sinusoid positional table has 5000 rows, indexed by subsampled (25 Hz) frames.
 MAX_ENCODER_FRAMES = 5000
+# Float samples are taken to be in [-1, 1]; a peak beyond this is refused, not rescaled. Resampled or mixed float audio
+# overshoots 1 by a little; int16 samples handed over as float peak in the hundreds to 32767, and 1e21 overflows the
+# fbank (2**15 * x squared) to inf/NaN. Neither can be repaired here without guessing the scale, which would change
+# the loudness the model judges speech against noise by, so the caller is told the fix.
+DEFAULT_MAX_AMPLITUDE = 2.0
 
 _FLOAT_DTYPES = (np.float16, np.float32, np.float64)
 _INT_SCALES = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
@@ -98,10 +103,22 @@ def load_global_cmvn(path: str | os.PathLike) -> tuple[list[float], list[float]]
     return mean.tolist(), istd.tolist()
 
 
-def load_audio(source: str | os.PathLike | bytes) -> tuple[np.ndarray, int]:
+class _AudioTooLong(ValueError):
+    pass
+
+
+def _too_long(name: str, seconds: float, max_seconds: float) -> _AudioTooLong:
+    return _AudioTooLong(
+        f"Audio file {name!r} lasts at least {seconds:.1f} s; expected at most {max_seconds:.1f} s (the audio "
+        "encoder's limit). Split it into shorter clips."
+    )
+
+
+def load_audio(source: str | os.PathLike | bytes, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Read an audio file (path or bytes) as float32 (samples,) or (samples, channels) and its sampling rate.
 
-    Uses soundfile when installed (wav/flac/ogg), else PyAV (any container FFmpeg reads, e.g. mp3/m4a).
+    Uses soundfile when installed (wav/flac/ogg), else PyAV (any container FFmpeg reads, e.g. mp3/m4a). A file longer
+    than `max_seconds` is refused before it is read whole (memory stays bounded by the limit, not the file).
     """
     name = "<bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
     if not isinstance(source, (bytes, bytearray)) and not os.path.isfile(source):
@@ -111,10 +128,17 @@ def load_audio(source: str | os.PathLike | bytes) -> tuple[np.ndarray, int]:
         import soundfile as sf
 
         data = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+        info = sf.info(data)
+        if max_seconds is not None and info.frames > max_seconds * info.samplerate:
+            raise _too_long(name, info.frames / info.samplerate, max_seconds)
+        if isinstance(data, io.BytesIO):
+            data.seek(0)
         wave, sr = sf.read(data, dtype="float32", always_2d=False)
         return np.asarray(wave, dtype=np.float32), int(sr)
     except ImportError:
         pass
+    except _AudioTooLong:
+        raise
     except Exception as err:  # soundfile raises its own error type for unreadable files; try PyAV next
         errors.append(f"soundfile: {err}")
     try:
@@ -128,13 +152,18 @@ def load_audio(source: str | os.PathLike | bytes) -> tuple[np.ndarray, int]:
             sr = int(stream.codec_context.sample_rate or stream.rate)
             # Packed float mono: PyAV frames otherwise differ in layout (planar vs packed) by codec.
             resampler = av.AudioResampler(format="flt", layout="mono", rate=sr)
-            chunks = []
+            chunks, total = [], 0
             for frame in container.decode(stream):
                 chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
+                total += frame.samples
+                if max_seconds is not None and total > max_seconds * sr:
+                    raise _too_long(name, total / sr, max_seconds)
             chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
         if not chunks:
             raise ValueError("no decodable audio frames")
         return np.concatenate(chunks).astype(np.float32), sr
+    except _AudioTooLong:
+        raise
     except Exception as err:
         errors.append(f"PyAV: {err}")
     raise ValueError(
@@ -152,7 +181,9 @@ class VitaFeatureExtractor(SequenceFeatureExtractor):
 
     Inputs: one clip (1-D array/tensor/list of floats, or 2-D (channels, samples) / (samples, channels)) or a list of
     clips. Clips must be at least 400 samples at 16 kHz (one frame) and shorter than the encoder limit of
-    `max_encoder_frames` subsampled frames (5000 -> about 200 s).
+    `max_encoder_frames` subsampled frames (5000 -> about 200 s). Float samples must lie within
+    +-`max_amplitude` (default 2.0: [-1, 1] plus headroom); larger peaks (int16 samples passed as float, a wrong gain)
+    are refused with a `ValueError` that says how to scale them, since any guess at the scale changes the features.
 
     Outputs: `input_features` (batch, max_frames, 80), right padded with 0, and `input_features_mask`
     (batch, max_frames) with 1 on real frames. Padding is always on the right whatever `padding_side` is given, because
@@ -173,6 +204,7 @@ class VitaFeatureExtractor(SequenceFeatureExtractor):
         cmvn_istd: Sequence[float] | None = None,
         max_encoder_frames: int = MAX_ENCODER_FRAMES,
         return_attention_mask: bool = True,
+        max_amplitude: float = DEFAULT_MAX_AMPLITUDE,
         **kwargs: Any,
     ) -> None:
         # Left padding would shift frames relative to the token count; the original always pads on the right.
@@ -189,6 +221,9 @@ class VitaFeatureExtractor(SequenceFeatureExtractor):
         self.frame_shift = frame_shift
         self.dither = dither
         self.max_encoder_frames = max_encoder_frames
+        if not (isinstance(max_amplitude, (int, float)) and 1.0 <= max_amplitude < math.inf):
+            raise ValueError(f"max_amplitude is {max_amplitude!r}; expected a finite peak >= 1.0 (2.0 by default).")
+        self.max_amplitude = float(max_amplitude)
         self.cmvn_mean = [0.0] * feature_size if cmvn_mean is None else [float(v) for v in cmvn_mean]
         self.cmvn_istd = [1.0] * feature_size if cmvn_istd is None else [float(v) for v in cmvn_istd]
         for name, values in (("cmvn_mean", self.cmvn_mean), ("cmvn_istd", self.cmvn_istd)):
@@ -209,6 +244,11 @@ class VitaFeatureExtractor(SequenceFeatureExtractor):
         # Largest T with ((T-1)//2-1)//2 < max_encoder_frames is T = 4 * max_encoder_frames + 2.
         max_frames = 4 * self.max_encoder_frames + 2
         return MIN_NUM_SAMPLES + (max_frames - 1) * HOP_SAMPLES + HOP_SAMPLES - 1
+
+    @property
+    def max_seconds(self) -> float:
+        """Longest accepted clip in seconds (`max_num_samples` at 16 kHz); `load_audio` refuses longer files."""
+        return self.max_num_samples / TARGET_SAMPLING_RATE
 
     def _to_mono_float(self, clip: Any, index: int) -> np.ndarray | torch.Tensor:
         if isinstance(clip, torch.Tensor):
@@ -248,6 +288,17 @@ class VitaFeatureExtractor(SequenceFeatureExtractor):
             )
         if not bool(torch.isfinite(wave).all()):
             raise ValueError(f"Audio clip {index} contains NaN or inf; expected finite samples. Clean the waveform.")
+        peak = float(wave.abs().max())
+        if peak > self.max_amplitude:
+            hint = (
+                "These look like int16 samples passed as float: divide them by 32768 (or pass the int16 array)"
+                if peak <= 32768.0
+                else "Scale the waveform to [-1, 1]"
+            )
+            raise ValueError(
+                f"Audio clip {index} peaks at {peak:.6g}; expected float samples in [-1, 1] (at most "
+                f"{self.max_amplitude:g} accepted, max_amplitude). {hint}."
+            )
         return wave
 
     def _split_batch(self, raw_speech: Any) -> list[Any]:

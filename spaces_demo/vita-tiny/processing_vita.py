@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from transformers import AutoTokenizer, BatchFeature
 from transformers.processing_utils import ProcessorMixin
+from transformers.tokenization_utils_base import LARGE_INTEGER
 
 from .chat_template_vita import (
     build_chat_template,
@@ -27,8 +28,21 @@ from .chat_template_vita import (
 )
 from .feature_extraction_vita import VitaFeatureExtractor, get_audio_token_count, load_audio
 from .image_processing_vita import VitaImageProcessor, flatten_images
-from .tokenization_vita import AUDIO_TOKEN, IMAGE_TOKEN, VIDEO_TOKEN, VitaState, checked_state_tokens, parse_state
+from .tokenization_vita import (
+    AUDIO_TOKEN,
+    IMAGE_TOKEN,
+    VIDEO_TOKEN,
+    VitaState,
+    checked_state_tokens,
+    encode_marked_texts,
+    parse_state,
+)
 from .video_processing_vita import VitaVideoProcessor, flatten_videos
+
+try:  # what apply_chat_template(sanitize_control_tokens=True) wraps control tokens typed in messages in
+    from transformers.processing_utils import _MARKED_RE, _UNMARKED
+except ImportError:  # pragma: no cover - a transformers without it marks nothing
+    _MARKED_RE, _UNMARKED = re.compile("(?!)"), ""
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +59,29 @@ _TEXT_KWARGS = {
     "return_length",
     "verbose",
 }
-_IMAGE_KWARGS = {"image_size", "min_dynamic_patch", "max_dynamic_patch", "use_thumbnail"}
+_IMAGE_KWARGS = {"image_size", "min_dynamic_patch", "max_dynamic_patch", "use_thumbnail", "max_image_pixels"}
 _VIDEO_KWARGS = {"fps", "do_sample_frames"}
 # Keys transformers' apply_chat_template may forward that have no meaning here.
-_IGNORED_KWARGS = {"return_text_replacement_offsets", "return_mm_token_type_ids", "sanitize_control_tokens"}
+_IGNORED_KWARGS = {"return_text_replacement_offsets", "return_mm_token_type_ids"}
+
+
+def _checked_texts(text: Any) -> list[str] | None:
+    """`text` as a list of strings that the tokenizer can encode; a `ValueError` naming what is wrong otherwise."""
+    if text is None:
+        return None
+    texts = [text] if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else None
+    if texts is None or not all(isinstance(t, str) for t in texts):
+        found = type(text).__name__ if texts is None else [type(t).__name__ for t in texts]
+        raise ValueError(f"`text` has type {found}; expected a string or a list of strings.")
+    for i, t in enumerate(texts):
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise ValueError(
+                f"`text` {i} holds {t[err.start]!r} at character {err.start}, a lone surrogate that no UTF-8 text can "
+                "hold; expected valid Unicode. Decode the input with errors='replace' or drop the character."
+            ) from err
+    return texts
 
 
 def _subconfig(d: dict[str, Any] | None) -> dict[str, Any]:
@@ -154,7 +187,7 @@ class VitaProcessor(ProcessorMixin):
         waves, rates = [], []
         for clip in clips:
             if isinstance(clip, (str, os.PathLike, bytes)):
-                clip = load_audio(clip)
+                clip = load_audio(clip, self.feature_extractor.max_seconds)
             if isinstance(clip, tuple):
                 wave, rate = clip
             else:
@@ -162,7 +195,7 @@ class VitaProcessor(ProcessorMixin):
             if rate is None:
                 rate = self.feature_extractor.sampling_rate
             waves.append(wave)
-            rates.append(int(rate))
+            rates.append(rate)  # checked (integer, 8..192 kHz) by the feature extractor
         return self.feature_extractor(waves, sampling_rate=rates, return_tensors="pt")
 
     def __call__(
@@ -191,6 +224,8 @@ class VitaProcessor(ProcessorMixin):
         audio_kwargs = kwargs.pop("audio_kwargs", None) or {}
         sampling_rate = audio_kwargs.get("sampling_rate", sampling_rate)
         return_tensors = kwargs.pop("common_kwargs", {}).get("return_tensors", return_tensors)
+        # Set by apply_chat_template: control tokens typed in messages are marked, and encoded as plain text.
+        sanitize = bool(kwargs.pop("sanitize_control_tokens", False))
         for key, value in kwargs.items():
             if key in _TEXT_KWARGS:
                 text_kwargs[key] = value
@@ -204,21 +239,21 @@ class VitaProcessor(ProcessorMixin):
         flat_images = flatten_images(images)
         flat_videos = flatten_videos(videos)
         audio_clips = self._audio_clips(audio)
-        texts = [text] if isinstance(text, str) else (list(text) if text is not None else None)
-        if texts is not None and not all(isinstance(t, str) for t in texts):
-            raise ValueError("`text` must be a string or a list of strings.")
+        texts = _checked_texts(text)
 
         if texts is not None:
+            unmarked = [_MARKED_RE.sub("", t) for t in texts] if sanitize else texts
             for name, token, n_media in (
                 ("image", self.image_token, len(flat_images)),
                 ("video", self.video_token, len(flat_videos)),
                 ("audio", self.audio_token, len(audio_clips)),
             ):
-                n_tokens = sum(t.count(token) for t in texts)
+                n_tokens = sum(t.count(token) for t in unmarked)
                 if n_tokens != n_media:
                     raise ValueError(
                         f"The text has {n_tokens} {token} placeholders but {n_media} {name} inputs were given; "
-                        f"expected one {token} per {name}, in order."
+                        f"expected one {token} per {name}, in order. A {token} typed by a user is text: put it in "
+                        "a text block of a chat message and call apply_chat_template(..., tokenize=True)."
                     )
 
         data: dict[str, Any] = {}
@@ -241,8 +276,11 @@ class VitaProcessor(ProcessorMixin):
 
         if texts is not None:
             expanded = self._expand_placeholders(texts, repeats)
-            encoded = self.tokenizer(expanded, **text_kwargs)
+            encoded = (
+                self._encode_marked(expanded, text_kwargs) if sanitize else self.tokenizer(expanded, **text_kwargs)
+            )
             self._check_expanded_counts(encoded["input_ids"], repeats)
+            self._check_context(encoded)
             data = {**dict(encoded), **data}
 
         if return_tensors == "np":
@@ -251,7 +289,8 @@ class VitaProcessor(ProcessorMixin):
 
     def _expand_placeholders(self, texts: list[str], repeats: dict[str, list[int]]) -> list[str]:
         tokens = {"image": self.image_token, "video": self.video_token, "audio": self.audio_token}
-        pattern = re.compile("|".join(f"(?P<{k}>{re.escape(v)})" for k, v in tokens.items()))
+        # Placeholders typed in messages (marked by apply_chat_template) are text, not media.
+        pattern = re.compile("|".join(f"(?P<{k}>{_UNMARKED}{re.escape(v)})" for k, v in tokens.items()))
         iters = {k: iter(v) for k, v in repeats.items()}
 
         def expand(match: re.Match) -> str:
@@ -259,6 +298,35 @@ class VitaProcessor(ProcessorMixin):
             return tokens[kind] * next(iters[kind])
 
         return [pattern.sub(expand, t) for t in texts]
+
+    def _encode_marked(self, texts: list[str], text_kwargs: dict[str, Any]) -> Any:
+        # The tokenizer's own `sanitize_control_tokens` path refuses post-processor tokens (BOS): added around here.
+        ids = encode_marked_texts(self.tokenizer, texts, text_kwargs.get("add_special_tokens", True))
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        max_length = text_kwargs.get("max_length") or (
+            limit if isinstance(limit, int) and limit < LARGE_INTEGER else None
+        )
+        if text_kwargs.get("truncation") not in (None, False, "do_not_truncate") and max_length is not None:
+            left = getattr(self.tokenizer, "truncation_side", "right") == "left"
+            ids = [x[-max_length:] if left else x[:max_length] for x in ids]
+        pad_keys = ("padding", "max_length", "pad_to_multiple_of", "padding_side", "return_attention_mask")
+        return self.tokenizer.pad({"input_ids": ids}, **{k: text_kwargs[k] for k in pad_keys if k in text_kwargs})
+
+    def _check_context(self, encoded: Any) -> None:
+        # Text beyond the context the tokenizer declares (model_max_length) would be read at positions the model
+        # never saw: refused rather than warned, since the answer would be silently wrong. Unset limits (1e30) pass.
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        if not isinstance(limit, int) or limit >= LARGE_INTEGER:
+            return
+        masks = encoded.get("attention_mask") or [[1] * len(ids) for ids in encoded["input_ids"]]
+        for i, mask in enumerate(masks):
+            length = int(np.sum(np.asarray(mask)))
+            if length > limit:
+                raise ValueError(
+                    f"Sample {i} is {length:,} tokens long; expected at most {limit:,} (tokenizer.model_max_length, "
+                    "the model's context). Shorten the text or split it, or pass truncation=True and max_length "
+                    "(media spans must stay whole)."
+                )
 
     def _check_expanded_counts(self, input_ids: Any, repeats: dict[str, list[int]]) -> None:
         # Truncation can cut an expanded span; the model would then fail on a feature/token mismatch much later.
@@ -284,7 +352,14 @@ class VitaProcessor(ProcessorMixin):
         """transformers' `apply_chat_template`; `sampling_rate` gives the rate of raw arrays in audio blocks.
 
         Audio blocks take `{"type": "audio", "audio": path | array | (array, sampling_rate)}`.
+
+        Media placeholders come from content blocks; message text is text. With `tokenize=True` the default is
+        `sanitize_control_tokens=True`: a `<image>`, `</s>` or state token typed in a message is encoded as the plain
+        text it is, never as a placeholder or control id (`tokenize=False` returns a string, which cannot tell them
+        apart). It cannot be combined with `return_assistant_tokens_mask=True`, which therefore turns it off.
         """
+        if kwargs.get("tokenize") and not kwargs.get("return_assistant_tokens_mask"):
+            kwargs.setdefault("sanitize_control_tokens", True)
         if sampling_rate is not None:
             processor_kwargs = dict(kwargs.pop("processor_kwargs", None) or {})
             processor_kwargs["sampling_rate"] = sampling_rate
@@ -316,7 +391,7 @@ class VitaProcessor(ProcessorMixin):
                                 continue
                             value = block[key]
                             if isinstance(value, (str, os.PathLike, bytes)):
-                                value = load_audio(value)
+                                value = load_audio(value, self.feature_extractor.max_seconds)
                             elif not (isinstance(value, tuple) and len(value) == 2):
                                 value = (value, block.get("sampling_rate", default_rate))
                             batch_audio.append(value)

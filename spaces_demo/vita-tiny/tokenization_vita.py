@@ -99,6 +99,34 @@ def parse_state(text: str, state_tokens: Mapping[str, str] | None = None) -> tup
     return None, text
 
 
+def special_token_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids the tokenizer's post-processor puts before and after a text (`([bos], [])` for Llama-style ones)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return list(full[:start]), list(full[start + len(plain) :])
+    return [], []
+
+
+def encode_marked_texts(tokenizer: Any, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[int]]:
+    """Token ids of chats rendered from conversations whose strings transformers marked
+    (`apply_chat_template(..., sanitize_control_tokens=True)`, which `VitaProcessor` does by default).
+
+    A control or placeholder token typed in a message (`<image>`, `</s>`, `<|im_end|>`, a special state token) is
+    encoded as the plain text it is, never as its special id; the tokens the template writes itself (and the media
+    placeholders the processor expands from content blocks) keep their ids. Unmarked text encodes exactly as
+    `tokenizer(text)`. `add_special_tokens` adds what the tokenizer's post-processor adds (BOS).
+    """
+    ids = tokenizer(
+        list(texts), sanitize_control_tokens=True, add_special_tokens=False, padding=False, truncation=False
+    )["input_ids"]
+    if not add_special_tokens:
+        return [list(x) for x in ids]
+    prefix, suffix = special_token_affixes(tokenizer)
+    return [prefix + list(x) + suffix for x in ids]
+
+
 def add_vita_special_tokens(
     tokenizer: Any, state_tokens_as_special: bool = False, state_tokens: Mapping[str, str] | None = None
 ) -> dict[str, int]:
@@ -219,6 +247,8 @@ __all__ = [
     "VitaState",
     "checked_state_tokens",
     "parse_state",
+    "special_token_affixes",
+    "encode_marked_texts",
     "add_vita_special_tokens",
     "train_extension_tokenizer",
     "extend_tokenizer_vocabulary",

@@ -161,3 +161,20 @@ def test_save_and_load_keep_frame_limits(tmp_path):
     proc.save_pretrained(tmp_path)
     loaded = VitaVideoProcessor.from_pretrained(tmp_path)
     assert (loaded.image_size, loaded.min_frames, loaded.max_frames) == (64, 2, 8)
+
+
+def test_frames_of_extreme_aspect_are_cropped_before_resizing_within_two_grey_levels():
+    # 4096x2 would be resized to 917504x448 first (1.2 GB a frame); the crop's box alone is resized instead.
+    rng = np.random.default_rng(2)
+    frame = Image.fromarray(rng.integers(0, 256, (4, 1000, 3), dtype=np.uint8))
+    tile = VitaVideoProcessor(image_size=32).frame_to_tile(frame, 32).permute(1, 2, 0).numpy().astype(int)
+    resized = frame.resize((8000, 32), Image.Resampling.BICUBIC)
+    reference = np.asarray(resized.crop((3984, 0, 4016, 32)), dtype=int)
+    assert np.abs(tile - reference).max() <= 2
+
+
+def test_unusable_sampling_arguments_are_refused_clearly():
+    with pytest.raises(ValueError, match=r"fps is nan; expected a finite frame rate"):
+        VitaVideoProcessor(image_size=16)(np.zeros((4, 8, 8, 3), np.uint8), fps=float("nan"))
+    with pytest.raises(ValueError, match=r"image_size is 0; expected an integer in \[1, 1024\]"):
+        VitaVideoProcessor(image_size=0)
