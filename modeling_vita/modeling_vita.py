@@ -35,6 +35,7 @@ from transformers.utils.output_capturing import select_hidden_states
 from .audio_encoder import VitaAudioEncoder, VitaAudioEncoderOutput
 from .configuration_vita import VitaConfig
 from .remote_code import write_remote_code
+from .validation_vita import check_model_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -283,14 +284,10 @@ class VitaModel(VitaPreTrainedModel):
         video_num_frames (`torch.LongTensor` of shape `(num_videos,)`, *optional*): frames per video (checked).
         output_router_logits (`bool`, *optional*): return the MoE router logits of the LLM.
         """
-        if (input_ids is None) ^ (inputs_embeds is not None):
-            raise ValueError("Pass exactly one of `input_ids` or `inputs_embeds`.")
-        for name, media, counts in (
-            ("image_num_patches", pixel_values, image_num_patches),
-            ("video_num_frames", pixel_values_videos, video_num_frames),
-        ):
-            if media is not None and counts is not None and int(counts.sum()) != media.shape[0]:
-                raise ValueError(f"`{name}` sums to {int(counts.sum())} but {media.shape[0]} tiles/frames were given.")
+        check_model_inputs(
+            self, input_ids, inputs_embeds, attention_mask, cache, pixel_values, pixel_values_videos,
+            image_num_patches, video_num_frames, input_features, input_features_mask,
+        )  # fmt: skip
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
 
