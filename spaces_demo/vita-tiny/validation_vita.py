@@ -59,6 +59,8 @@ def _check_ids(input_ids: Any, vocab_size: int) -> torch.Tensor:
 
 
 def _check_attention_mask(attention_mask: Any, batch: int, length: int, past: int) -> None:
+    if isinstance(attention_mask, dict):
+        return  # generate's {layer type: mask} of static caches, built for the model's layout
     if attention_mask is None or (isinstance(attention_mask, torch.Tensor) and attention_mask.ndim != 2):
         return  # 4-D masks are built by the caller for its own layout
     mask = _tensor("attention_mask", attention_mask, 2, floating=None)
