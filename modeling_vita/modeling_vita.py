@@ -4,12 +4,14 @@ Layout and conventions follow transformers' Llava/InternVL (vision tower + proje
 masks and `masked_scatter`) and Qwen2-Audio/Gemma 4 (an audio tower whose padded outputs are dropped before the
 scatter). Modalities:
 - images and video frames: transformers' `InternVLVisionModel` (InternViT), last layer without CLS, the released
-  model's 0.5 feature scale, 2x2 pixel shuffle, two-layer GELU MLP: 256 tokens per 448 tile or frame;
+  model's 0.5 feature scale, 2x2 pixel shuffle, two-layer GELU MLP (`vision_projector_vita.py`): 256 tokens per 448
+  tile or frame;
 - audio: `VitaAudioEncoder` (VITA's "whale" encoder and CNN adapter), 12.5 tokens a second;
 - text: any decoder LLM built with `AutoModel.from_config` (Mixtral-8x7B for the released checkpoint).
 The processor expands each placeholder to exactly the number of features; the model checks the counts and raises a
 `ValueError` naming both when they differ. Multimodal inputs are read only on the first generation step (their names
-are in transformers' `MULTIMODAL_INPUTS_TO_DROP_OUTSIDE_PREFILL`).
+are in transformers' `MULTIMODAL_INPUTS_TO_DROP_OUTSIDE_PREFILL`); beam search and `num_return_sequences` repeat
+each sample's media as a group (`media_expansion_vita.py`).
 """
 
 import inspect
@@ -19,7 +21,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin, PreTrainedModel
-from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
@@ -34,8 +35,10 @@ from transformers.utils.output_capturing import select_hidden_states
 
 from .audio_encoder import VitaAudioEncoder, VitaAudioEncoderOutput
 from .configuration_vita import VitaConfig
+from .media_expansion_vita import pop_expanded_media
 from .remote_code import write_remote_code
 from .validation_vita import check_model_inputs
+from .vision_projector_vita import VitaMultiModalProjector, pixel_shuffle
 
 logger = logging.getLogger(__name__)
 
@@ -62,34 +65,6 @@ class VitaCausalLMOutputWithPast(MultimodalCausalLMOutputWithPast):
 
     aux_loss: torch.FloatTensor | None = None
     router_logits: tuple[torch.FloatTensor, ...] | None = None
-
-
-def pixel_shuffle(features: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Merge each k x k block of patches (k = 1/ratio) into one token: (N, H, W, C) -> (N, H*W/k^2, C*k^2).
-
-    Channel order inside a token is (row offset, column offset, channel), exactly as InternVL and VITA do it.
-    """
-    block = round(1 / ratio)
-    num_images, height, width, channels = features.shape
-    if height % block or width % block:
-        raise ValueError(f"Patch grid {height}x{width} is not divisible by the pixel-shuffle block {block}.")
-    features = features.view(num_images, height // block, block, width // block, block, channels)
-    features = features.permute(0, 1, 3, 2, 4, 5)  # (N, H/k, W/k, k, k, C)
-    return features.reshape(num_images, (height // block) * (width // block), block * block * channels)
-
-
-class VitaMultiModalProjector(nn.Module):
-    """Two-layer MLP from pixel-shuffled vision features to the LLM width (VITA's `mlp2x_gelu`, no layer norm)."""
-
-    def __init__(self, config: VitaConfig):
-        super().__init__()
-        in_features = config.vision_config.hidden_size * round(1 / config.downsample_ratio) ** 2
-        self.linear_1 = nn.Linear(in_features, config.text_config.hidden_size)
-        self.act = ACT2FN[config.projector_hidden_act]
-        self.linear_2 = nn.Linear(config.text_config.hidden_size, config.text_config.hidden_size)
-
-    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
-        return self.linear_2(self.act(self.linear_1(image_features)))
 
 
 # Written into `config.json` on save so a saved folder loads through every Auto class with `trust_remote_code=True`.
@@ -374,6 +349,18 @@ class VitaForConditionalGeneration(VitaPreTrainedModel, GenerationMixin):
         self, input_features: torch.FloatTensor, input_features_mask: torch.Tensor | None = None, **kwargs
     ) -> tuple | VitaAudioEncoderOutput:
         return self.model.get_audio_features(input_features, input_features_mask, **kwargs)
+
+    def _expand_inputs_for_generation(
+        self,
+        expand_size: int = 1,
+        is_encoder_decoder: bool = False,
+        input_ids: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.LongTensor | None, dict]:
+        # Beam search and num_return_sequences: media are repeated per sample, not per tile/frame/clip.
+        media = pop_expanded_media(self, input_ids, kwargs, expand_size)
+        input_ids, kwargs = super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **kwargs)
+        return input_ids, {**kwargs, **media}
 
     @can_return_tuple
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
