@@ -43,7 +43,7 @@ for _table, _class_name in (
 class VitaModelTester:
     """Builds the tiny config and the common inputs: `bos, text, <image> x4, text, <video> x4, <audio> x4, text`."""
 
-    def __init__(self, parent: unittest.TestCase, batch_size: int = 3, text_model_type: str = "mixtral"):
+    def __init__(self, parent: unittest.TestCase, batch_size: int = 7, text_model_type: str = "mixtral"):
         self.parent = parent
         self.batch_size = batch_size
         self.is_training = True
@@ -96,6 +96,9 @@ class VitaModelTester:
 
 
 class VitaModelTest(ModelTesterMixin, GenerationTesterMixin, unittest.TestCase):
+    # The media go with input_ids where a test passes only the main input plus these (eager vs SDPA): the
+    # placeholders in input_ids then have their media, and the comparison covers the towers too.
+    additional_model_inputs = ["pixel_values", "pixel_values_videos", "input_features", "input_features_mask"]
     all_model_classes = (VitaModel, VitaForConditionalGeneration)
     all_generative_model_classes = (VitaForConditionalGeneration,)
     _is_composite = True
