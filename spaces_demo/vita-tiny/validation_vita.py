@@ -1,10 +1,10 @@
 """The input checks of `VitaModel.forward`: bad inputs fail at the door with a `ValueError` that names the input, the
 value found, the value expected and the fix, instead of an `IndexError` deep in an embedding, a shape error inside
-a tower, or (worse) a silently wrong answer: a mask of another length, features of another batch, NaN media, or
-placeholders with no media behind them.
+a tower, or (worse) a silently wrong answer: a mask of another length, features of another batch, NaN media.
+Placeholder ids given without media are embedded as ordinary tokens, as transformers' Llava and InternVL do (their
+common tests rely on it); media given with the wrong number of placeholders is refused by the model.
 
-Checks that read tensor values (id range, finiteness, placeholders) cost one small reduction each; the placeholder
-check runs on the first step only (an empty cache), where media are given.
+Checks that read tensor values (id range, finiteness) cost one small reduction each.
 """
 
 from __future__ import annotations
@@ -107,18 +107,6 @@ def _check_audio(features: Any, mask: Any) -> None:
         )
 
 
-def _check_placeholders(config: Any, input_ids: torch.Tensor, media: dict[str, Any]) -> None:
-    """Placeholder tokens with no media behind them would be read as their own embedding: a silent wrong answer."""
-    for modality, (token_id, given, feature_name) in media.items():
-        if given is None and token_id is not None:
-            found = int((input_ids == token_id).sum())
-            if found:
-                raise ValueError(
-                    f"`input_ids` hold {found} {modality} placeholder tokens (id {token_id}) but no `{feature_name}` "
-                    f"was given; expected {feature_name} for them, or no placeholders. {_FIX}"
-                )
-
-
 def check_model_inputs(
     model: Any,
     input_ids: Any = None,
@@ -152,16 +140,6 @@ def check_model_inputs(
         _check_media(config, "pixel_values_videos", pixel_values_videos, video_num_frames, "video_num_frames")
     if input_features is not None:
         _check_audio(input_features, input_features_mask)
-    if input_ids is not None and past == 0:
-        _check_placeholders(
-            config,
-            input_ids,
-            {
-                "image": (config.image_token_id, pixel_values, "pixel_values"),
-                "video": (config.video_token_id, pixel_values_videos, "pixel_values_videos"),
-                "audio": (config.audio_token_id, input_features, "input_features"),
-            },
-        )
 
 
 __all__ = ["check_model_inputs"]
