@@ -36,7 +36,7 @@ _OVL, _NVL = _OV + "encoder.layers.{layer}.", _NV + "encoder.layer.{layer}."
 _OA, _NA = "model.audio_encoder.", "model.audio_tower."
 _OL, _NL = "model.layers.{layer}.", "model.language_model.layers.{layer}."
 _ROWS = [
-    # InternViT -> transformers InternVLVisionModel (reference section "10. Verified").
+    # InternViT -> transformers InternVLVisionModel (verified to give the original's outputs exactly).
     (_OV + "embeddings.class_embedding", _NV + "embeddings.cls_token"),
     (_OV + "embeddings.position_embedding", _NV + "embeddings.position_embeddings"),
     (_OV + "embeddings.patch_embedding.{param}", _NV + "embeddings.patch_embeddings.projection.{param}"),
@@ -236,6 +236,6 @@ def _unknown_message(unknown: list[str]) -> str:
     listed = "\n  ".join(sorted(unknown)[:50]) + ("\n  ..." if len(unknown) > 50 else "")
     return (
         f"Refusing {len(unknown)} key(s) the conversion table does not know:\n  {listed}\nExpected the keys of "
-        "an original VITA-1.0 checkpoint (reference section 2.4). If these are legitimate, add a row to TABLE in "
+        "an original VITA-1.0 checkpoint. If these are legitimate, add a row to TABLE in "
         "convert_vita_original_to_hf.py."
     )

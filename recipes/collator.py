@@ -1,9 +1,8 @@
 """`VitaDataCollator`: rows of the converted VITA format -> a right-padded training batch with answer-only labels.
 
-Design: reference/vita_original.md sections 5.2 and 6.4 (prompt `system:{SYS}</s>\\nuser:{Q}</s>\\nbot:{A}</s>`,
-loss on the answers only, the state token and the closing `</s>` included) and 6.3 (image/text samples packed into
-long rows, video samples never); reference/hf_conventions.md section 3.1 (TRL leaves the collator to us for audio
-and video). The row format is documented in `recipes/data.py`.
+As the released training does: the prompt `system:{SYS}</s>\\nuser:{Q}</s>\\nbot:{A}</s>`, the loss on the answers only
+(the state token and the closing `</s>` included), image/text samples packed into long rows and video samples never.
+TRL leaves the collator of a model with audio and video to us. The row format is documented in `recipes/data.py`.
 
 Labels are built without searching: each sample is rendered as a list of segments, each flagged trained or not,
 the processor tokenizes the segments separately (expanding media placeholders across them in order), and the ids

@@ -1,10 +1,10 @@
 """Compose a fresh VITA from separate pretrained parts: a causal LM, an InternViT tower and a VITA audio encoder.
 
-This is how a new VITA starts (shared/design.md section 1: stage 1 extends and tunes an existing LLM, stage 2 aligns
-pretrained encoders to it): the LLM and its tokenizer come from any transformers causal-LM checkpoint, the vision
-tower from a transformers `internvl_vision` checkpoint (or the vision tower of an `internvl` one), the audio encoder
-from a saved `VitaAudioEncoder`; only the vision projector starts from random weights. The VITA skeleton is built on
-the meta device and the pretrained modules are moved in, so no part is ever held twice.
+This is how a new VITA starts (stage 1 extends and tunes an existing LLM, stage 2 aligns pretrained encoders to it):
+the LLM and its tokenizer come from any transformers causal-LM checkpoint, the vision tower from a transformers
+`internvl_vision` checkpoint (or the vision tower of an `internvl` one), the audio encoder from a saved
+`VitaAudioEncoder`; only the vision projector starts from random weights. The VITA skeleton is built on the meta device
+and the pretrained modules are moved in, so no part is ever held twice.
 """
 
 from __future__ import annotations

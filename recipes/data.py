@@ -1,7 +1,7 @@
 """Data tools for the VITA recipes: convert the original VITA training JSON, print data set statistics.
 
-Design: shared/design.md section 1 (state tokens, stage 3 data) and reference/vita_original.md sections 5.3 and 6.3
-(the original JSON items and the state-token rule of `neg_patch.py`). The training script and its collator read
+The original JSON items carry the state-token rule of the released `neg_patch.py` (every answer opens with its
+state token). The training script and its collator read
 one format only, the "converted" one, one row per conversation:
 
     {"id": str,

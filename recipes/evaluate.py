@@ -1,10 +1,10 @@
 """Evaluation of a VITA checkpoint on a converted data set: state-token accuracy, QA accuracy and WER.
 
 Design: the evaluation scripts that sit next to the training recipes of open-r1 and alignment-handbook (one CLI over a
-checkpoint folder and a data set, a JSON report and a printed table), with the state-token rule of
-reference/vita_original.md section 5.3 (`<1>` spoken query, `<2>` noisy audio, `<3>` typed query) and the negatives
-of section 6.3. Rows are in the converted format of `recipes/data.py`; the prompt of a row is rendered exactly as the
-training collator renders it (`recipes/collator.py`), up to and including the `bot:` of the last assistant turn.
+checkpoint folder and a data set, a JSON report and a printed table), with VITA's state-token rule (the checkpoint's
+state tokens: `<1>` spoken query, `<2>` noisy audio, `<3>` typed query for VITA-1.0) and its negatives. Rows are in the
+converted format of `recipes/data.py`; the prompt of a row is rendered exactly as the training collator renders it
+(`recipes/collator.py`), up to and including the `bot:` of the last assistant turn.
 
     python -m recipes.evaluate path/to/vita data/vita_eval --media-root /data/vita --output report.json
 

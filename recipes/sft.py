@@ -1,8 +1,8 @@
 """Supervised fine-tuning of VITA, one script for every training stage, driven by one YAML per stage.
 
-Design: shared/design.md section 1 (the stages), reference/vita_original.md section 6 (what each released script
-trains, learning rates, lengths) and reference/hf_conventions.md section 3 (TRL's SFTTrainer with a custom
-multimodal model and collator, LoRA targets); layout of alignment-handbook / open-r1 `sft.py`.
+The stages are VITA's (what each released script trains, its learning rates and lengths), run on TRL's SFTTrainer
+with a custom multimodal model and collator and LoRA targets; the layout is that of alignment-handbook / open-r1
+`sft.py`.
 
 Usage:
 
@@ -233,7 +233,7 @@ def load_model_and_processor(script_args: VitaScriptArguments, model_args: Model
 
 
 def configure_training_args(training_args: SFTConfig) -> None:
-    """The settings a custom multimodal collator needs (reference/hf_conventions.md section 3.1)."""
+    """The settings a custom multimodal collator needs (TRL must leave the batches to it)."""
     # Raw `messages`/media columns must reach the collator; TRL's tokenization and truncation would drop or cut them.
     training_args.remove_unused_columns = False
     training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}

@@ -1,7 +1,7 @@
 """Speech data tools for the VITA recipes: add spoken rows to a data set of the converted format (`recipes/data.py`).
 
-Design: reference/vita_original.md section 6.3 (the noisy-audio negatives of `neg_patch.py`) and shared/design.md
-section 1 (state tokens). Two tools, both run by `python -m recipes.data`:
+The noisy-audio negatives follow the released `neg_patch.py`; answers open with their state token. Two tools, both run
+by `python -m recipes.data`:
 
 - `build_negatives` (`negatives`): speech of sentences taken from the assistant answers, answered by `<2>` alone
   (audio not meant for the assistant);

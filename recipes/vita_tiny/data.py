@@ -2,7 +2,7 @@
 
 Design: the vita-tiny issue (text QA in English and Chinese for stage 1 and the vocabulary extension, generated images
 and videos of coloured shapes, spoken questions and background talk from Piper and espeak-ng voices with noise, and
-held-out voices, speeds and phrasings) and the state-token rule of shared/design.md section 1: an answer opens with
+held-out voices, speeds and phrasings) and VITA's state-token rule: an answer opens with
 `<1>` after a user turn holding audio meant for the assistant, `<2>` (and nothing else) for background talk, `<3>`
 otherwise. This module builds the rows and writes the splits; what they are made of lives beside it: the world of
 shapes, its pictures, videos and captions in `world.py`, the questions, prompts and background sentences in

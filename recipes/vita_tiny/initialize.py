@@ -1,6 +1,6 @@
 """vita-tiny's starting point: an English tokenizer, the Chinese vocabulary extension, a processor and a fresh model.
 
-Design: the vita-tiny issue and stage 1 of the VITA paper (reference/vita_original.md section 6): the released model
+Stage 1 of the VITA paper: the released model
 starts from Mixtral-8x7B, whose vocabulary is English-centric, and extends it with Chinese pieces before training the
 LLM on bilingual text. Here the "base" tokenizer is a byte-level BPE trained on the English lines of the generated
 corpus, the extension adds the pieces `train_extension_tokenizer` learns from its Chinese lines, and the embeddings

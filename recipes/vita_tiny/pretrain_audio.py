@@ -1,6 +1,6 @@
 """CTC pretraining of vita-tiny's audio encoder on the training speech: its stand-in for a pretrained encoder.
 
-Design: VITA starts its audio encoder from an ASR-pretrained one (`shared/reference/vita_original.md`), so the
+VITA starts its audio encoder from an ASR-pretrained one, so the
 alignment stage only has to map already-meaningful speech features into the LLM. vita-tiny's encoder starts from
 random weights, and the LLM loss alone, passed back through a frozen LLM, reaches it too weakly to learn words that
 carry over to unseen voices. This step gives it the dense signal an ASR encoder is trained with: a character CTC head

@@ -65,7 +65,7 @@ def random_source(seed: int) -> Rand:
 
 
 def tower_state_dict(rand: Rand, dims: Mapping[str, Mapping]) -> dict[str, torch.Tensor]:
-    """InternViT, projector, whale encoder and adapter under the original key names (reference section 2.4)."""
+    """InternViT, projector, whale encoder and adapter under the original key names."""
     vision, audio, h = dims["vision"], dims["audio"], dims["llm"]["hidden"]
 
     sd: dict[str, torch.Tensor] = {}
@@ -117,7 +117,7 @@ def tower_state_dict(rand: Rand, dims: Mapping[str, Mapping]) -> dict[str, torch
 
 
 def original_state_dict(seed: int = 0, dims: Mapping[str, Mapping] | None = None) -> dict[str, torch.Tensor]:
-    """Random weights under the original key names and shapes (reference section 2.4), tiny dimensions."""
+    """Random weights under the original key names and shapes, tiny dimensions."""
     d = tiny_dims(dims)
     if 4 * d["audio"]["hidden"] < d["llm"]["hidden"]:  # 1.0's `CNNSubsampling` then builds a second conv
         raise ValueError("VITA-1.0's adapter has one conv only while 4 x audio hidden >= LLM hidden")

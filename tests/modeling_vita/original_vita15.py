@@ -167,7 +167,7 @@ def save_tokenizer15(folder: Path, tokenizer: PreTrainedTokenizerFast) -> None:
 
 # ------------------------------------------------------------------------------------------ checkpoint and config
 def original_state_dict15(seed: int = 0, dims: Mapping[str, Mapping] | None = None) -> dict[str, torch.Tensor]:
-    """Random weights under the released 1.5 key names (reference section 2.5): the towers and projector of
+    """Random weights under the released 1.5 key names (as published): the towers and projector of
     1.0's layout, and a Qwen2 LLM with q/k/v biases. `dims` overrides per tower, the LLM's defaults are `LLM15`."""
     d = tiny_dims(dims, llm=LLM15)
     rand, llm = random_source(seed), d["llm"]
@@ -197,7 +197,7 @@ def original_config15(
     tokenizer: PreTrainedTokenizerFast | None = None,
     tower_paths: str = "relative",
 ) -> dict:
-    """config.json as the 1.5 training saved it (reference section 2.2): Qwen2 fields, the mm fields, the towers
+    """config.json as the 1.5 training saved it (as published): Qwen2 fields, the mm fields, the towers
     named by `tower_paths` ("relative" / "absolute"), no `vision_config`; bos / eos are the tokenizer's
     `<|endoftext|>` / `<|im_end|>` ids (151643 / 151645 in the release)."""
     d = tiny_dims(dims, llm=LLM15)
