@@ -3,9 +3,9 @@
 A Space holds this folder, a checkpoint folder and `requirements.txt`, which installs this project (`vita-hf`: the
 packages `modeling_vita` and `processing_vita`). The model and the processor are loaded from the checkpoint as the
 `vita-duplex` command loads them, with `trust_remote_code=True`: a class the installed packages register comes from
-them (importing `modeling_vita` registers VITA's model, and transformers 5 prefers a class registered in the process
-to a folder's copy of it), any other from the checkpoint's own code (every folder this project exports carries its
-modeling and processing code; the processor is loaded from there). Everything around the model comes from the
+them (importing `modeling_vita` registers VITA's model and processor classes, and transformers 5 prefers a class
+registered in the process to a folder's copy of it), any other from the checkpoint's own code (every folder this
+project exports carries its modeling and processing code). Everything around the model comes from the
 installed `modeling_vita`: the `VitaDuplexPipeline`, its `DuplexSession`, the event classes, the speech engines and
 the timeline. A checkpoint's own copies of the pipeline and session files are never imported, so the events the
 Space checks with `isinstance` are always the classes the session makes them with, whatever the checkpoint carries.
