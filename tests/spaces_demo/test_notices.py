@@ -104,7 +104,7 @@ def test_no_question_is_a_notice_a_question_clears_the_notices(space, upload_roo
 
 def test_a_failing_model_is_a_notice_and_the_conversation_shows_the_turn(space, monkeypatch):
     def broken(*args, **kwargs):
-        raise OSError(2, "No such file or directory", "/tmp/gradio/4b1d/clip.mp4")
+        raise OSError(2, "No such file or directory", "/srv/uploads/4b1d/clip.mp4")
 
     monkeypatch.setattr("spaces_demo.chat.run_turn", broken)
     *_, last = space.chat_page("What colour is the shape?", None, None, None, None, [], VISITOR)
@@ -144,7 +144,7 @@ def test_a_refused_realtime_picture_is_listed_beside_it_and_emptied(space, uploa
 
 
 def test_plain_errors_have_no_errno_and_no_folders():
-    assert plain_error(OSError(2, "No such file or directory", "/tmp/gradio/x/a b.wav")) == (
+    assert plain_error(OSError(2, "No such file or directory", "/srv/uploads/x/a b.wav")) == (
         "No such file or directory: 'a b.wav'"
     )
     assert plain_error(ValueError("shape 3/4 does not match a/b")) == "shape 3/4 does not match a/b"
