@@ -14,7 +14,6 @@ keep their own conversations, and closing a tab closes its session.
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from tests.spaces_demo.conftest import CHROMIUM, free_port
+
 # gradio 6.31 warns about its own use of pandas when it serves in this process (the tabs test).
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:::gradio.queueing")]
 
@@ -32,7 +33,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 VITA_TINY = REPO_ROOT / "spaces_demo" / "vita-tiny"
 # A candidate checkpoint can be tried before it replaces the embedded one (e.g. the recipe's runs/vita-tiny/export).
 TRAINED = Path(os.environ.get("VITA_TRAINED_CHECKPOINT", VITA_TINY))
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BADGES = {
     "query_audio": "answered query (audio)",
     "noisy_audio": "ignored: background talk",
@@ -40,26 +40,6 @@ BADGES = {
 }
 # The badge colours of spaces_demo/page.py's CSS (grey carries no hue; the others are told apart by hue).
 BADGE_RGB = {"query_audio": (0x1E, 0x5A, 0xC8), "noisy_audio": (0x8A, 0x8A, 0x8A), "query_text": (0x82, 0x3C, 0xB4)}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install -y chromium)")
-    with sync_api.sync_playwright() as playwright:
-        # The system browser: tests never download one. --no-sandbox because CI runs as root.
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +76,7 @@ def _random_checkpoint(folder: Path) -> Path:
 
 def _serve(model_dir: Path, workdir: Path, *options: str):
     """Start `python -m spaces_demo.app` on a free port; returns (process, url) once it answers HTTP."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "GRADIO_ANALYTICS_ENABLED": "False",
@@ -376,7 +356,7 @@ def test_two_browser_tabs_keep_their_own_conversations_and_closing_one_closes_it
 
     demo = build_demo(runtime=tiny_runtime, tts="none", max_new_tokens=8)
     space = demo.vita_space
-    port = _free_port()
+    port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, css=CSS, quiet=True)
     try:
         pages = {name: browser.new_context().new_page() for name in ("alice", "bob")}

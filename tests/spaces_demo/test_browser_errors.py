@@ -12,13 +12,13 @@ Playwright in the system Chromium. Each test checks what a visitor sees in the D
 """
 
 import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.spaces_demo.test_browser import CHROMIUM, _settled_badges
+from tests.spaces_demo.conftest import free_port
+from tests.spaces_demo.test_browser import _settled_badges
 
 # gradio 6.31 warns about its own use of pandas when it serves in this process.
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:::gradio.queueing")]
@@ -26,31 +26,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:::gradio.queu
 NOTICE = "#vita-chat-notice .vita-notice"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
-    if not Path(CHROMIUM).is_file():
-        pytest.skip(f"chromium not found at {CHROMIUM} (apt-get install -y chromium)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
 @pytest.fixture(scope="module")
 def space_url(tiny_runtime):
     from spaces_demo.page import CSS, build_demo
 
     demo = build_demo(runtime=tiny_runtime, tts="none", max_new_tokens=8)
-    port = _free_port()
+    port = free_port()
     limits = demo.vita_space.limits
     demo.queue().launch(
         server_name="127.0.0.1",
