@@ -75,6 +75,7 @@ class VitaCodecConfig(PreTrainedConfig):
     """
 
     model_type = "vita_codec"
+    base_config_key = "codec_config"
 
     sampling_rate: int = 24000
     codebook_size: int = 1024
@@ -188,6 +189,34 @@ class VitaCodecConfig(PreTrainedConfig):
     def hop_length(self) -> int:
         """Audio samples per codec token: the product of the upsample rates (600 for the released codec)."""
         return math.prod(self.upsample_rates)
+
+    @property
+    def receptive_field_samples(self) -> int:
+        """Output samples on each side of a token's own `hop_length` samples that the token can still change.
+
+        Tracks the span of samples a single token reaches through `conv_pre` (kernel 7), each stage's transposed
+        convolution and widest residual block (a block's convolutions chain, so their reaches add), and `conv_post`.
+        """
+        low = high = 0  # the token's reach, in units of the current layer's frames
+        low, high = low - 3, high + 3
+        for rate, kernel in zip(self.upsample_rates, self.upsample_kernel_sizes):
+            padding = (kernel - rate) // 2
+            low, high = low * rate - padding, high * rate - padding + kernel - 1
+            block_reach = 0
+            for block_kernel, dilations in zip(self.resblock_kernel_sizes, self.resblock_dilation_sizes):
+                half = (block_kernel - 1) // 2
+                # Type "1" follows each dilated conv with an undilated one of the same kernel.
+                extra = half * len(dilations) if self.resblock_type == "1" else 0
+                block_reach = max(block_reach, half * sum(dilations) + extra)
+            low, high = low - block_reach, high + block_reach
+        low, high = low - 3, high + 3
+        return max(-low, high - (self.hop_length - 1))
+
+    @property
+    def receptive_field_tokens(self) -> int:
+        """Codec tokens of context on each side beyond which a token cannot change the audio; chunked decoding with
+        at least this much padding on each side equals one-shot decoding (13 for the released codec)."""
+        return math.ceil(self.receptive_field_samples / self.hop_length)
 
     @property
     def generator_stage_channels(self) -> list[int]:
