@@ -21,7 +21,9 @@ from transformers import (
 )
 
 from .audio_encoder import VitaAudioEncoder, get_audio_token_count
+from .codec_vita import VitaCodecModel
 from .configuration_vita import VitaAudioEncoderConfig, VitaConfig
+from .configuration_vita_codec import VitaCodecConfig
 from .duplex_events import AudioOut
 from .duplex_session import DuplexSession, SessionOptions
 from .duplex_speech_output import EspeakTTS, PiperTTS, TTSEngine, make_tts
@@ -39,6 +41,8 @@ def _register() -> None:
     AutoConfig.register(VitaConfig.model_type, VitaConfig, exist_ok=True)
     AutoConfig.register(VitaAudioEncoderConfig.model_type, VitaAudioEncoderConfig, exist_ok=True)
     AutoModel.register(VitaAudioEncoderConfig, VitaAudioEncoder, exist_ok=True)
+    AutoConfig.register(VitaCodecConfig.model_type, VitaCodecConfig, exist_ok=True)
+    AutoModel.register(VitaCodecConfig, VitaCodecModel, exist_ok=True)
     # `AutoModel` gives the generation class, as the design's public API asks.
     # `AutoModelForMultimodalLM` serves the "any-to-any" pipeline, `AutoModelForImageTextToText` "image-text-to-text".
     for auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForMultimodalLM):
@@ -78,6 +82,8 @@ __all__ = [
     "register_vita_duplex_pipeline",
     "VitaAudioEncoder",
     "VitaAudioEncoderConfig",
+    "VitaCodecConfig",
+    "VitaCodecModel",
     "VitaConfig",
     "VitaForConditionalGeneration",
     "VitaModel",
