@@ -3,8 +3,9 @@
 Events are what a `DuplexSession` reports to its user; they are frozen dataclasses with a `type` string and a `time`
 in seconds on the input audio clock (samples received at 16 kHz divided by 16000): `speech_started`,
 `speech_ended`, `speech_discarded` (closes a `speech_started` whose segment was too short), `state_decided`,
-`text_delta`, `response_done`, `interrupted`, `ignored`, `audio_out` and `error`. `Turn` is one entry of the
-consolidated history.
+`text_delta`, `response_done`, `interrupted`, `ignored`, `answer_ducked`, `answer_resumed`, `audio_out` and `error`.
+`Turn` is one entry of the consolidated history; every input (speech segment or typed query) ends in exactly one
+`Outcome` there.
 
 Actions are what the pure state machine (`duplex_state.py`) asks the session, the edge with threads and the model,
 to do: start a turn or cancel one. The state machine never touches a thread, a clock or a model; it only maps
@@ -134,6 +135,26 @@ class Ignored(Event):
 
 
 @dataclass(frozen=True)
+class AnswerDucked(Event):
+    """The user started speaking while the answer of turn `turn_id` was live: the player pauses it now.
+
+    It ends with `answer_resumed` (the speech was noise, a backchannel or too short: play on from where it paused)
+    or `interrupted` (it was a query: drop the rest).
+    """
+
+    type: ClassVar[str] = "answer_ducked"
+    turn_id: int = -1
+
+
+@dataclass(frozen=True)
+class AnswerResumed(Event):
+    """The speech that ducked the answer of turn `turn_id` was not for the assistant: play it on."""
+
+    type: ClassVar[str] = "answer_resumed"
+    turn_id: int = -1
+
+
+@dataclass(frozen=True)
 class Error(Event):
     """Something failed (a bad audio chunk, a model error in one turn). The session goes on."""
 
@@ -181,17 +202,29 @@ class ImageInput(Event):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+OUTCOMES = ("answered", "interrupted", "ignored", "error")
+
+
 @dataclass(frozen=True)
 class Turn:
     """One entry of the consolidated history.
 
+    Every input ends in one user entry and one assistant entry sharing its `turn_id` and its `outcome`:
+    "answered"; "interrupted" (cut by a newer query, or a query superseded before its answer began; `content` is
+    what was produced, or spoken when the speech was cut); "ignored" (noisy audio; the assistant entry is empty);
+    "error" (the turn failed; `content` holds any partial answer). Only answered and interrupted exchanges (and
+    failed ones that had started answering) are shown to the model in later prompts (`in_prompt`).
+
     Args:
         role: "user" or "assistant".
         content: the text (a typed query, or the answer text without state token); "" for a spoken query.
-        state: the state the model decided for the exchange (`query_audio` or `query_text`).
+        state: the state the model decided for the exchange (`query_audio`, `query_text`, `noisy_audio`; None
+            when the turn failed before deciding).
         interrupted: True for an answer cut by a newer query or by an error; `content` is then the partial text.
         audio: for a spoken query, a reference to its 16 kHz float32 samples (not copied, not compared).
         turn_id: the id of the turn that produced this entry.
+        outcome: how the exchange ended (above).
+        images: the visual frames first shown to the model with this query (references, not copied).
     """
 
     role: str
@@ -200,6 +233,17 @@ class Turn:
     interrupted: bool = False
     audio: np.ndarray | None = field(default=None, compare=False, repr=False)
     turn_id: int = -1
+    outcome: str = "answered"
+    images: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"Turn.outcome must be one of {OUTCOMES}, found {self.outcome!r}")
+
+    @property
+    def in_prompt(self) -> bool:
+        """Whether later prompts show this entry (noise and turns that failed before deciding are left out)."""
+        return self.outcome in ("answered", "interrupted") or (self.outcome == "error" and self.state is not None)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -223,7 +267,9 @@ class StartTurn(Action):
     session reports `StateDecided` from the first generated tokens and, for a query, keeps generating and reports
     `TextDelta`/`ResponseDone`. When `state` is set the decision was already made (the turn restarts with a
     consolidated history): the session forces that state token and reports no decision. `history` holds only text
-    and audio references, `images` the latest visual frames (old frames never enter the history).
+    and media references; `images` are the latest visual frames not yet shown with an earlier query: a frame goes
+    with the first query that sees it and then stays in that query's history entry, where it is part of the
+    conversation's reusable prefix.
     """
 
     type: ClassVar[str] = "start_turn"
@@ -240,8 +286,12 @@ class StartTurn(Action):
         writes each answer's state token as the model was trained), then the new input after the visual frames."""
         messages: list[dict[str, Any]] = []
         for turn in self.history:
+            if not turn.in_prompt:
+                continue
             if turn.role == "user":
-                content = [{"type": "audio", "audio": turn.audio}] if turn.audio is not None else []
+                content = [{"type": "image", "image": image} for image in turn.images]
+                if turn.audio is not None:
+                    content.append({"type": "audio", "audio": turn.audio})
                 if turn.content:
                     content.append({"type": "text", "text": turn.content})
                 messages.append({"role": "user", "content": content})
@@ -260,7 +310,8 @@ class StartTurn(Action):
 class CancelTurn(Action):
     """Stop turn `turn_id` (set its interrupt event).
 
-    `reason`: "interrupted", "superseded", "restarted" (a new `StartTurn` replaces it), "error" or "reset".
+    `reason`: "interrupted", "superseded" (a newer query answers first), "restarted" (a new `StartTurn` replaces
+    it), "error" or "reset".
     """
 
     type: ClassVar[str] = "cancel_turn"
@@ -269,7 +320,10 @@ class CancelTurn(Action):
 
 __all__ = [
     "VitaState",
+    "OUTCOMES",
     "Action",
+    "AnswerDucked",
+    "AnswerResumed",
     "AudioOut",
     "CancelTurn",
     "Error",

@@ -49,6 +49,8 @@ import numpy as np
 from .duplex_audio_input import SAMPLING_RATE, EchoGuard, as_float32_mono, checked_rate, copy_chunk
 from .duplex_events import (
     Action,
+    AnswerDucked,
+    AnswerResumed,
     AudioOut,
     CancelTurn,
     Error,
@@ -163,6 +165,7 @@ class DuplexSession:
             max_frames=max_frames,
             max_history_turns=max_history_turns,
             restart_with_consolidated_history=restart_with_consolidated_history,
+            speaks_answers=tts is not None,
         )
         self._machine_lock = threading.Lock()  # `history` is read from the caller's thread
         self._state = SessionState(echo=EchoGuard(self.options.echo_margin_db))
@@ -421,8 +424,13 @@ class DuplexSession:
     # -- speech output and echo guard -----------------------------------------------------------------------------
 
     def _speak(self, event: Event) -> None:
+        # The player obeys the same events: it stops an interrupted answer, pauses a ducked one, plays a resumed one.
         if isinstance(event, Interrupted):
-            self._state.echo.cut(self._state.input_secs)  # the caller should stop playing the interrupted answer
+            self._state.echo.cut(self._state.input_secs)
+        elif isinstance(event, AnswerDucked):
+            self._state.echo.pause(self._state.input_secs)
+        elif isinstance(event, AnswerResumed):
+            self._state.echo.resume(self._state.input_secs)
         if self._speaker is not None:
             self._speaker.feed(event)
 
@@ -439,6 +447,10 @@ class DuplexSession:
         if self._speaker is None or self._speaker.is_silenced(event.turn_id):
             return  # the answer was interrupted while this sentence was being synthesized
         event = self._restamp(event)
+        with self._machine_lock:
+            outputs = self._machine.handle(event)  # it tracks what plays when, for ducking and the history
+        if not outputs:
+            return  # cut meanwhile
         self._state.echo.queued(event.audio, event.sampling_rate, self._state.input_secs)
         self._outbox.put(event)
         if self.on_audio is not None:

@@ -3,12 +3,11 @@
 VITA listens all the time. Every speech segment the VAD cuts (and every typed query) starts a *turn*: the model reads
 the input with the consolidated history and opens its answer with a state token. Noisy audio not meant for the
 assistant is ignored and the current answer goes on; a spoken (or typed) query interrupts the current answer, which
-enters the history marked interrupted with the part already produced, and the new query is answered.
+enters the history marked interrupted with the part the user had heard, and the new query is answered.
 
 Nothing here reads a clock, starts a thread or touches a model: time comes in with the events, and the session (the
-edge with the threads, the model and the audio device) feeds events and carries out the actions. History is
-committed before the next prompt is built, keeps text and audio references only, and visual context is the latest
-frames, never old visual tokens.
+edge with the threads, the model and the audio device) feeds events and carries out the actions. History keeps text
+and media references only; a visual frame goes with the first query that sees it.
 
 State (`DuplexState`, derived from the turns, so it is always consistent):
     LISTENING      no turn runs and the user is silent
@@ -16,24 +15,29 @@ State (`DuplexState`, derived from the turns, so it is always consistent):
     DECIDING       a turn runs and its state token is not known yet
     RESPONDING     a turn streams its answer
 
-Rules for events that come late or out of order:
-    - a newer input supersedes every turn still deciding (`CancelTurn(reason="superseded")`); their late decisions,
-      text and completion are dropped;
-    - a turn decided as a query becomes the responding turn and goes on generating with the KV cache of its
-      decision, so an interrupt costs no second prefill; its prompt holds the history as it was when the segment
-      ended. With `restart_with_consolidated_history=True`, a turn whose history changed meanwhile (an answer was
-      committed or interrupted) is instead restarted with the consolidated history and its state forced
-      (`CancelTurn("restarted")` then `StartTurn(state=...)`), at the cost of a second prefill;
+No input is lost: every speech segment and typed query ends in exactly one outcome, reported by an event and
+recorded in the history (`Turn.outcome`): answered (`response_done`), ignored (`ignored`), interrupted
+(`interrupted`) or error (`error`). Several turns may decide at once; each decides on its own:
+    - a turn decided as a query interrupts every older answer that is still live (streaming, or still being spoken)
+      and becomes the responding turn; it goes on generating with the KV cache of its decision, so an interrupt
+      costs no second prefill, and its prompt holds the history as it was when its input ended. With
+      `restart_with_consolidated_history=True`, a turn whose history changed meanwhile is restarted with the
+      consolidated history and its state forced (`CancelTurn("restarted")` then `StartTurn(state=...)`);
+    - a query that decides after a *newer* query already answers is superseded: `interrupted` with no text;
     - text or completion of a turn that is not the responding one is dropped;
-    - an `Error` for a turn ends that turn (a partial answer is committed as interrupted) and is reported; the
-      machine stays consistent and the session goes on.
+    - an `Error` for a turn ends that turn (a partial answer is kept) and is reported.
+
+Ducking: a speech onset while an answer is live pauses it at once (`answer_ducked`); when every input that arrived
+since then turned out not to be a query (too short, noise, a backchannel) it plays on (`answer_resumed`), and when
+one is a query the answer is interrupted. Spoken pieces (`AudioOut`, fed back by the session) are tracked on the
+audio clock (`duplex_playback.py`), so an answer whose text is complete still counts as live while it plays.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -41,6 +45,9 @@ import numpy as np
 
 from .duplex_events import (
     Action,
+    AnswerDucked,
+    AnswerResumed,
+    AudioOut,
     CancelTurn,
     Error,
     Event,
@@ -58,6 +65,7 @@ from .duplex_events import (
     Turn,
     VitaState,
 )
+from .duplex_playback import AnswerPlayback
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +86,14 @@ class _ActiveTurn:
     audio: np.ndarray | None = None
     text: str = ""
     state: VitaState | None = None
+    images: tuple[Any, ...] = ()
     parts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Duck:
+    turn_id: int  # the answer that is paused
+    holders: set[int] = field(default_factory=set)  # turns started since the duck that have not decided yet
 
 
 class DuplexStateMachine:
@@ -88,6 +103,9 @@ class DuplexStateMachine:
         max_frames: how many of the latest images/video frames are kept as visual context for new turns.
         max_history_turns: how many past exchanges (user + assistant) go into a new turn's prompt; None for all.
             `history` itself always keeps everything.
+        restart_with_consolidated_history: see the module docstring.
+        speaks_answers: answers are spoken (`AudioOut` is fed back); an interrupted answer then keeps in the history
+            only the pieces the user had heard, instead of all the text produced.
     """
 
     def __init__(
@@ -95,6 +113,7 @@ class DuplexStateMachine:
         max_frames: int = 4,
         max_history_turns: int | None = None,
         restart_with_consolidated_history: bool = False,
+        speaks_answers: bool = False,
     ) -> None:
         if max_frames < 0:
             raise ValueError(f"max_frames must be >= 0, found {max_frames}")
@@ -103,6 +122,7 @@ class DuplexStateMachine:
         self.max_frames = max_frames
         self.max_history_turns = max_history_turns
         self.restart_with_consolidated_history = restart_with_consolidated_history
+        self.speaks_answers = speaks_answers
         self._deciding: dict[int, _ActiveTurn] = {}
         self._responding: _ActiveTurn | None = None
         self.reset()
@@ -113,8 +133,11 @@ class DuplexStateMachine:
         self._history: list[Turn] = []
         self._history_version = 0
         self._frames: deque[Any] = deque(maxlen=self.max_frames or None)
+        self._shown: deque[Any] = deque(maxlen=4 * max(self.max_frames, 1))  # frames already in the history
         self._deciding = {}
         self._responding = None
+        self._playback: AnswerPlayback | None = None  # the latest answer's speech (may outlive its text)
+        self._duck: _Duck | None = None
         self._speaking = False
         self._next_turn_id = 1
         return [CancelTurn(turn_id, reason="reset") for turn_id in running]
@@ -133,13 +156,15 @@ class DuplexStateMachine:
 
     @property
     def history(self) -> list[Turn]:
-        """The consolidated history: user/assistant pairs in order; interrupted answers hold their partial text."""
+        """The consolidated history: user/assistant pairs in order, one pair per input, each with its outcome."""
         return list(self._history)
 
     @property
     def frames(self) -> tuple[Any, ...]:
-        """The latest visual frames (at most `max_frames`)."""
-        return tuple(self._frames) if self.max_frames else ()
+        """The latest visual frames not yet shown with a query (at most `max_frames`)."""
+        if not self.max_frames:
+            return ()
+        return tuple(frame for frame in self._frames if not any(frame is shown for shown in self._shown))
 
     @property
     def responding_turn(self) -> int | None:
@@ -148,6 +173,11 @@ class DuplexStateMachine:
     @property
     def deciding_turns(self) -> tuple[int, ...]:
         return tuple(self._deciding)
+
+    @property
+    def ducked_turn(self) -> int | None:
+        """The answer paused by a speech onset, waiting to be resumed or interrupted."""
+        return None if self._duck is None else self._duck.turn_id
 
     @property
     def partial_text(self) -> str:
@@ -160,16 +190,19 @@ class DuplexStateMachine:
         """Apply one event; returns the events to report (in order) and the actions for the session."""
         if isinstance(event, SpeechStarted):
             self._speaking = True
-            return [event]
+            return [event, *self._duck_live_answer(event.time)]
         if isinstance(event, SpeechDiscarded):
             self._speaking = False
-            return [event]
+            return [event, *self._maybe_resume(event.time)]
         if isinstance(event, SpeechEnded):
             self._speaking = False
-            return [event, *self._start_turn("audio", event.time, audio=event.segment)]
+            start = self._start_turn("audio", event.time, audio=event.segment)
+            if self._duck is not None:
+                self._duck.holders.add(start[-1].turn_id)
+            return [event, *start]
         if isinstance(event, TextInput):
             # A typed query is a query by construction: it interrupts the current answer right away.
-            out: list[Event | Action] = self._interrupt_responding(event.time)
+            out: list[Event | Action] = self._interrupt_older(event.time, newer_than=None)
             return out + self._start_turn("text", event.time, text=event.text)
         if isinstance(event, ImageInput):
             if self.max_frames:
@@ -184,34 +217,24 @@ class DuplexStateMachine:
             return [event]
         if isinstance(event, ResponseDone):
             return self._on_done(event)
+        if isinstance(event, AudioOut):
+            return self._on_audio_out(event)
         if isinstance(event, Error):
             return self._on_error(event)
         raise TypeError(f"DuplexStateMachine.handle expects a duplex Event, found {type(event).__name__}")
 
     def _snapshot(self) -> tuple[Turn, ...]:
+        shown = tuple(turn for turn in self._history if turn.in_prompt)
         if self.max_history_turns is None:
-            return tuple(self._history)
-        return (
-            tuple(self._history[len(self._history) - 2 * self.max_history_turns :]) if self.max_history_turns else ()
-        )
+            return shown
+        return shown[len(shown) - 2 * self.max_history_turns :] if self.max_history_turns else ()
 
     def _start_turn(self, kind: str, time: float, audio: np.ndarray | None = None, text: str = "") -> list[Action]:
-        out: list[Action] = [CancelTurn(turn_id, reason="superseded") for turn_id in self._deciding]
-        self._deciding.clear()
-        turn = _ActiveTurn(self._new_id(), kind, time, self._history_version, audio=audio, text=text)
+        images = self.frames
+        turn = _ActiveTurn(self._new_id(), kind, time, self._history_version, audio=audio, text=text, images=images)
         self._deciding[turn.turn_id] = turn
-        out.append(
-            StartTurn(
-                turn.turn_id,
-                kind=kind,
-                audio=audio,
-                text=text,
-                history=self._snapshot(),
-                images=self.frames,
-                time=time,
-            )
-        )
-        return out
+        history = self._snapshot()
+        return [StartTurn(turn.turn_id, kind=kind, audio=audio, text=text, history=history, images=images, time=time)]
 
     def _new_id(self) -> int:
         turn_id = self._next_turn_id
@@ -219,31 +242,37 @@ class DuplexStateMachine:
         return turn_id
 
     def _on_decided(self, event: StateDecided) -> list[Event | Action]:
-        turn = self._deciding.get(event.turn_id)
+        turn = self._deciding.pop(event.turn_id, None)
         if turn is None:
-            return []  # superseded, cancelled or unknown: the decision no longer matters
+            return []  # cancelled or unknown: the decision no longer matters
         latency = event.time - turn.started_at
         if event.state is VitaState.NOISY_AUDIO and turn.kind == "audio":
-            del self._deciding[turn.turn_id]
             # Its generation ends at this state token by itself (it acts as EOS), so there is nothing to cancel.
+            turn.state = VitaState.NOISY_AUDIO
+            self._commit(turn, "", "ignored")
             return [
                 StateDecided(event.time, state=VitaState.NOISY_AUDIO, latency=latency, turn_id=turn.turn_id),
                 Ignored(event.time, turn_id=turn.turn_id),
+                *self._release_duck(turn.turn_id, event.time),
             ]
         # A typed query stays a query even if the model hesitates, and a spoken query is reported as such whichever
         # query token the model chose: the reported state is the one the history records.
         turn.state = VitaState.QUERY_TEXT if turn.kind == "text" else VitaState.QUERY_AUDIO
-        decided = StateDecided(event.time, state=turn.state, latency=latency, turn_id=turn.turn_id)
-        del self._deciding[turn.turn_id]
-        out: list[Event | Action] = [decided, *self._interrupt_responding(event.time)]
+        out: list[Event | Action] = [StateDecided(event.time, state=turn.state, latency=latency, turn_id=turn.turn_id)]
+        if self._responding is not None and self._responding.turn_id > turn.turn_id:
+            # A newer query answers already: this one is superseded before its answer began.
+            self._commit(turn, "", "interrupted")
+            out += [Interrupted(event.time, text="", turn_id=turn.turn_id), CancelTurn(turn.turn_id, "superseded")]
+            return out + self._release_duck(turn.turn_id, event.time)
+        out += self._interrupt_older(event.time, newer_than=turn.turn_id)
+        out += self._release_duck(turn.turn_id, event.time)  # a duck whose answer ended meanwhile is over
+        self._playback = AnswerPlayback(turn.turn_id)
         if turn.history_version == self._history_version or not self.restart_with_consolidated_history:
             self._responding = turn  # its worker goes on generating; its text is reported from now on
             return out
         # The history changed after this turn's prompt was built: answer with the consolidated history instead.
-        restarted = _ActiveTurn(
-            self._new_id(), turn.kind, turn.started_at, self._history_version, turn.audio, turn.text, turn.state
-        )
-        self._responding = restarted
+        restarted = replace(turn, turn_id=self._new_id(), history_version=self._history_version, parts=[])
+        self._responding, self._playback = restarted, AnswerPlayback(restarted.turn_id)
         out.append(CancelTurn(turn.turn_id, reason="restarted"))
         out.append(
             StartTurn(
@@ -252,7 +281,7 @@ class DuplexStateMachine:
                 audio=turn.audio,
                 text=turn.text,
                 history=self._snapshot(),
-                images=self.frames,
+                images=turn.images,
                 state=turn.state,
                 time=event.time,
             )
@@ -261,37 +290,120 @@ class DuplexStateMachine:
 
     def _on_done(self, event: ResponseDone) -> list[Event | Action]:
         if event.turn_id in self._deciding:
-            del self._deciding[event.turn_id]
+            turn = self._deciding.pop(event.turn_id)
             message = f"turn {event.turn_id} ended before a state token was read"
-            return [Error(event.time, message=message, turn_id=event.turn_id)]
+            self._commit(turn, "", "error")
+            return [
+                Error(event.time, message=message, turn_id=event.turn_id),
+                *self._release_duck(turn.turn_id, event.time),
+            ]
         if self._responding is None or event.turn_id != self._responding.turn_id:
             return []
         turn, self._responding = self._responding, None
         text = event.text if event.text else "".join(turn.parts)
-        self._commit(turn, text, interrupted=False)
+        self._commit(turn, text, "answered")
         return [ResponseDone(event.time, text=text, turn_id=turn.turn_id)]
+
+    def _on_audio_out(self, event: AudioOut) -> list[Event | Action]:
+        playback = self._playback
+        if playback is None or playback.turn_id != event.turn_id:
+            return []  # speech of an answer that was cut meanwhile
+        playback.queue(event.time, len(event.audio) / event.sampling_rate, event.text)
+        return [event]
 
     def _on_error(self, event: Error) -> list[Event | Action]:
         if event.turn_id is not None and event.turn_id in self._deciding:
-            del self._deciding[event.turn_id]
-            return [event, CancelTurn(event.turn_id, reason="error")]
+            turn = self._deciding.pop(event.turn_id)
+            self._commit(turn, "", "error")
+            return [event, CancelTurn(event.turn_id, reason="error"), *self._release_duck(turn.turn_id, event.time)]
         if self._responding is not None and event.turn_id == self._responding.turn_id:
             turn, self._responding = self._responding, None
-            self._commit(turn, "".join(turn.parts), interrupted=True)
+            self._commit(turn, "".join(turn.parts), "error")
+            if self._playback is not None and self._playback.turn_id == turn.turn_id:
+                self._playback.cut(event.time)
+            self._duck = None if self._duck is not None and self._duck.turn_id == turn.turn_id else self._duck
             return [event, CancelTurn(turn.turn_id, reason="error")]
         return [event]
 
-    def _interrupt_responding(self, time: float) -> list[Event | Action]:
-        if self._responding is None:
-            return []
-        turn, self._responding = self._responding, None
-        partial = "".join(turn.parts)
-        self._commit(turn, partial, interrupted=True)
-        return [Interrupted(time, text=partial, turn_id=turn.turn_id), CancelTurn(turn.turn_id, reason="interrupted")]
+    # -- interruption and ducking ---------------------------------------------------------------------------------
 
-    def _commit(self, turn: _ActiveTurn, answer: str, interrupted: bool) -> None:
-        self._history.append(Turn("user", turn.text, turn.state, audio=turn.audio, turn_id=turn.turn_id))
-        self._history.append(Turn("assistant", answer, turn.state, interrupted=interrupted, turn_id=turn.turn_id))
+    def _live_turn(self, time: float) -> int | None:
+        if self._responding is not None:
+            return self._responding.turn_id
+        if self._playback is not None and self._playback.audible_at(time):
+            return self._playback.turn_id
+        return None
+
+    def _duck_live_answer(self, time: float) -> list[Event]:
+        live = self._live_turn(time)
+        if live is None or self._duck is not None:
+            return []
+        self._duck = _Duck(live)
+        if self._playback is not None and self._playback.turn_id == live:
+            self._playback.pause(time)
+        return [AnswerDucked(time, turn_id=live)]
+
+    def _release_duck(self, turn_id: int, time: float) -> list[Event]:
+        if self._duck is not None:
+            self._duck.holders.discard(turn_id)
+        return self._maybe_resume(time)
+
+    def _maybe_resume(self, time: float) -> list[Event]:
+        duck = self._duck
+        if duck is None or self._speaking or duck.holders:
+            return []
+        self._duck = None
+        if self._playback is not None and self._playback.turn_id == duck.turn_id:
+            self._playback.resume(time)
+        if self._live_turn(time) != duck.turn_id:
+            return []  # it finished meanwhile and nothing is left to play
+        return [AnswerResumed(time, turn_id=duck.turn_id)]
+
+    def _interrupt_older(self, time: float, newer_than: int | None) -> list[Event | Action]:
+        """Cut the live answer (streaming or still audible) if it is older than turn `newer_than` (None: any)."""
+        live = self._live_turn(time)
+        if live is None or (newer_than is not None and live > newer_than):
+            return []
+        self._duck = None
+        playback = self._playback if self._playback is not None and self._playback.turn_id == live else None
+        if self._responding is not None and self._responding.turn_id == live:
+            turn, self._responding = self._responding, None
+            produced = "".join(turn.parts)
+            heard = playback.heard_text(time) if playback is not None and self.speaks_answers else produced
+            self._commit(turn, heard, "interrupted")
+            out: list[Event | Action] = [Interrupted(time, text=heard, turn_id=live), CancelTurn(live, "interrupted")]
+        else:  # its text was complete, its speech still playing: the history keeps what was heard
+            heard = playback.heard_text(time) if playback is not None else ""
+            self._recommit_interrupted(live, heard)
+            out = [Interrupted(time, text=heard, turn_id=live)]
+        if playback is not None:
+            playback.cut(time)
+        return out
+
+    # -- history --------------------------------------------------------------------------------------------------
+
+    def _commit(self, turn: _ActiveTurn, answer: str, outcome: str) -> None:
+        interrupted = outcome == "interrupted" or (outcome == "error" and turn.state is not None)
+        common = {"turn_id": turn.turn_id, "outcome": outcome}
+        user = Turn("user", turn.text, turn.state, audio=turn.audio, images=turn.images, **common)
+        assistant = Turn("assistant", answer, turn.state, interrupted=interrupted, **common)
+        # Exchanges stay in the order of their inputs, whichever ended first (a noise segment can be ignored while
+        # an older question is still being answered).
+        index = len(self._history)
+        while index and self._history[index - 1].turn_id > turn.turn_id:
+            index -= 2
+        self._history[index:index] = [user, assistant]
+        if assistant.in_prompt:
+            self._shown.extend(turn.images)
+        self._history_version += 1
+
+    def _recommit_interrupted(self, turn_id: int, heard: str) -> None:
+        for index, entry in enumerate(self._history):
+            if entry.turn_id == turn_id:
+                content = heard if entry.role == "assistant" else entry.content
+                self._history[index] = replace(
+                    entry, content=content, interrupted=entry.role == "assistant", outcome="interrupted"
+                )
         self._history_version += 1
 
 

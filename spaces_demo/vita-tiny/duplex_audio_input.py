@@ -175,6 +175,8 @@ class EchoGuard:
         self.reported_rms: float | None = None  # the caller says it plays audio of this RMS; None: no report
         self.playing_until = 0.0
         self.playing_rms = 0.0
+        self._paused_at: float | None = None
+        self._left = 0.0  # what was left to play at the pause
 
     def reported(self, playing_rms: float | None) -> None:
         self.reported_rms = playing_rms
@@ -188,6 +190,18 @@ class EchoGuard:
     def cut(self, now: float) -> None:
         """The player stops the assistant's speech at `now` (the answer was interrupted)."""
         self.playing_until = now
+        self._paused_at = None
+
+    def pause(self, now: float) -> None:
+        """The player pauses the assistant's speech at `now` (a duck): nothing plays until `resume`."""
+        if self._paused_at is None and now < self.playing_until:
+            self._paused_at, self._left = now, self.playing_until - now
+            self.playing_until = now
+
+    def resume(self, now: float) -> None:
+        """The paused speech plays on from `now` for what was left of it."""
+        if self._paused_at is not None:
+            self.playing_until, self._paused_at = now + self._left, None
 
     def is_echo(self, samples: np.ndarray, now: float) -> bool:
         playing = self.reported_rms

@@ -158,8 +158,13 @@ def test_noise_during_answer_does_not_interrupt(processor, no_thread_left):
         )
         assert len(model.calls) == 2  # the noisy turn stopped at its state token, nothing else ran
         history = session.history
-        assert [(t.role, t.interrupted) for t in history] == [("user", False), ("assistant", False)]
-        assert history[1].content == done.text
+        assert [(t.role, t.outcome) for t in history] == [
+            ("user", "answered"),
+            ("assistant", "answered"),
+            ("user", "ignored"),  # the noise has its entry too, never shown to the model again
+            ("assistant", "ignored"),
+        ]
+        assert history[1].content == done.text and not history[1].interrupted
 
 
 def test_interrupting_query_answers_from_its_decision_cache(processor, no_thread_left):
@@ -258,7 +263,7 @@ def test_exception_in_a_turn_gives_error_and_next_turn_works(processor, no_threa
         error = events.of("error")[0]
         assert error.turn_id == 1 and "boom" in error.message
         assert events.of("response_done")[0].turn_id == 2
-        assert [t.role for t in session.history] == ["user", "assistant"]
+        assert [(t.turn_id, t.outcome) for t in session.history[1::2]] == [(1, "error"), (2, "answered")]
 
 
 @pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit], ids=["KeyboardInterrupt", "SystemExit"])
@@ -292,8 +297,10 @@ def test_an_interrupt_in_the_model_ends_the_turn_and_reaches_the_caller(processo
         assert len(error) == 1 and error[0].turn_id == 1
         assert error[0].message == f"turn 1 stopped by {interrupt.__name__}: stop now"
         assert session._machine.state == "listening" and session._machine.responding_turn is None
-        expected = [] if when == "deciding" else [("user", False), ("assistant", True)]
-        assert [(t.role, t.interrupted) for t in session.history] == expected  # a partial answer is kept as cut
+        kept = [("user", False), ("assistant", True)]  # a partial answer is kept as cut
+        expected = [("user", False), ("assistant", False)] if when == "deciding" else kept
+        assert [(t.role, t.interrupted) for t in session.history] == expected
+        assert {t.outcome for t in session.history} == {"error"}
         session.wait_idle()  # raised once only: the session is usable again
         events = Collector(session)
         push(session, np.concatenate([tone(0.4), silence(0.3)]))

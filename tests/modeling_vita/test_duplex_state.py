@@ -5,6 +5,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modeling_vita.duplex_events import (
+    AnswerDucked,
+    AnswerResumed,
+    AudioOut,
     CancelTurn,
     Error,
     Ignored,
@@ -53,17 +56,22 @@ def test_noise_segment_does_not_interrupt_answer():
     answer = answering(machine, 2.0, "Once upon")
     noise = speak(machine, 4.0)
     assert machine.state == DuplexState.DECIDING and machine.responding_turn == answer
+    assert machine.ducked_turn == answer  # the onset paused the answer
     out = machine.handle(StateDecided(4.15, state="noisy_audio", turn_id=noise))
     # Its generation already ended at the state token (the streamer's stop); the machine only reports it.
-    assert [item.type for item in out] == ["state_decided", "ignored"]
+    assert [item.type for item in out] == ["state_decided", "ignored", "answer_resumed"]
     assert out[0].latency == 4.15 - 4.0 and out[1] == Ignored(4.15, turn_id=noise)
+    assert out[2] == AnswerResumed(4.15, turn_id=answer) and machine.ducked_turn is None
     assert machine.handle(ResponseDone(4.2, turn_id=noise)) == []
     assert machine.state == DuplexState.RESPONDING and machine.responding_turn == answer
     assert machine.handle(TextDelta(4.3, text=" a time", turn_id=answer)) == [TextDelta(4.3, " a time", answer)]
     assert machine.handle(ResponseDone(5.0, turn_id=answer)) == [ResponseDone(5.0, "Once upon a time", answer)]
-    assert [(t.role, t.content, t.interrupted) for t in machine.history] == [
-        ("user", "", False),
-        ("assistant", "Once upon a time", False),
+    # The noise has its entry too (in input order), never shown to the model again.
+    assert [(t.role, t.content, t.outcome, t.in_prompt) for t in machine.history] == [
+        ("user", "", "answered", True),
+        ("assistant", "Once upon a time", "answered", True),
+        ("user", "", "ignored", False),
+        ("assistant", "", "ignored", False),
     ]
     assert machine.state == DuplexState.LISTENING
 
@@ -152,19 +160,40 @@ def test_query_without_running_answer_continues_the_same_turn():
     assert out[0].latency == 2.3 - 2.0
 
 
-def test_decision_for_superseded_segment_is_dropped():
+def test_second_segment_while_first_is_deciding_loses_neither():
     machine = DuplexStateMachine()
-    old = speak(machine, 2.0)
+    first = speak(machine, 2.0)
     machine.handle(SpeechStarted(2.5))
     out = machine.handle(segment(3.0))
-    assert CancelTurn(old, reason="superseded") in out
-    (new,) = of(out, StartTurn)
-    assert machine.handle(StateDecided(3.1, state="query_audio", turn_id=old)) == []
-    assert machine.handle(TextDelta(3.2, text="stale", turn_id=old)) == []
-    assert machine.handle(ResponseDone(3.3, text="stale", turn_id=old)) == []
-    assert machine.deciding_turns == (new.turn_id,) and machine.history == []
-    out = machine.handle(StateDecided(3.4, state="query_audio", turn_id=new.turn_id))
-    assert not of(out, StartTurn) and machine.responding_turn == new.turn_id
+    assert not of(out, CancelTurn)  # both decide
+    (second,) = of(out, StartTurn)
+    assert machine.deciding_turns == (first, second.turn_id)
+    # The question decides first and is answered; the later segment is noise and is ignored.
+    machine.handle(StateDecided(3.1, state="query_audio", turn_id=first))
+    assert machine.responding_turn == first
+    out = machine.handle(StateDecided(3.2, state="noisy_audio", turn_id=second.turn_id))
+    assert [item.type for item in out] == ["state_decided", "ignored"]
+    machine.handle(TextDelta(3.3, text="Red.", turn_id=first))
+    machine.handle(ResponseDone(3.4, turn_id=first))
+    assert [(t.turn_id, t.outcome) for t in machine.history[::2]] == [(first, "answered"), (second.turn_id, "ignored")]
+
+
+def test_older_query_deciding_after_a_newer_one_answers_is_superseded():
+    machine = DuplexStateMachine()
+    old = speak(machine, 2.0)
+    new = speak(machine, 3.0)
+    machine.handle(StateDecided(3.1, state="query_audio", turn_id=new))
+    out = machine.handle(StateDecided(3.2, state="query_audio", turn_id=old))
+    assert [item.type for item in out] == ["state_decided", "interrupted", "cancel_turn"]
+    assert out[1] == Interrupted(3.2, text="", turn_id=old) and out[2] == CancelTurn(old, reason="superseded")
+    assert machine.handle(TextDelta(3.3, text="stale", turn_id=old)) == []
+    assert machine.handle(ResponseDone(3.4, text="stale", turn_id=old)) == []
+    assert machine.responding_turn == new
+    machine.handle(ResponseDone(3.6, text="Sure.", turn_id=new))
+    assert [(t.turn_id, t.content, t.outcome) for t in machine.history[1::2]] == [
+        (old, "", "interrupted"),
+        (new, "Sure.", "answered"),
+    ]
 
 
 def test_response_finishing_while_new_segment_is_decided():
@@ -192,8 +221,10 @@ def test_error_in_one_turn_keeps_the_machine_consistent():
     assert machine.state == DuplexState.LISTENING
     assert [(t.content, t.interrupted) for t in machine.history] == [("", False), ("Half an", True)]
     deciding = speak(machine, 3.0)
-    assert machine.handle(Error(3.1, message="bad features", turn_id=deciding))[-1] == CancelTurn(deciding, "error")
-    assert machine.state == DuplexState.LISTENING and len(machine.history) == 2
+    assert machine.handle(Error(3.1, message="bad features", turn_id=deciding))[1] == CancelTurn(deciding, "error")
+    assert machine.state == DuplexState.LISTENING and len(machine.history) == 4
+    assert [t.outcome for t in machine.history[1::2]] == ["error", "error"]
+    assert [t.in_prompt for t in machine.history[1::2]] == [True, False]  # the half answer stays in the prompt
     assert machine.handle(Error(3.2, message="bad chunk")) == [Error(3.2, message="bad chunk")]
     ended_early = speak(machine, 4.0)
     (error,) = machine.handle(ResponseDone(4.1, turn_id=ended_early))
@@ -220,18 +251,64 @@ def test_text_query_interrupts_answer_immediately():
     assert answer != start.turn_id
 
 
-def test_visual_context_is_latest_frames_and_never_enters_history():
+def test_frames_go_with_the_first_query_that_sees_them():
     machine = DuplexStateMachine(max_frames=2)
     for i in range(5):
         assert machine.handle(ImageInput(0.1 * i, image=f"frame{i}")) == []
-    turn = speak(machine, 2.0)
     assert machine.frames == ("frame3", "frame4")
+    noise = speak(machine, 1.0)
+    machine.handle(StateDecided(1.1, state="noisy_audio", turn_id=noise))
+    assert machine.frames == ("frame3", "frame4")  # noise is never shown to the model again: still unseen
+    turn = speak(machine, 2.0)
     machine.handle(StateDecided(2.1, state="query_audio", turn_id=turn))
     machine.handle(ResponseDone(2.5, text="A cat.", turn_id=turn))
+    assert machine.frames == ()
     (start,) = of(machine.handle(TextInput(3.0, text="and now?")), StartTurn)
-    assert start.images == ("frame3", "frame4")
-    assert all(not hasattr(t, "images") for t in start.history)
-    assert [t.content for t in start.history] == ["", "A cat."]
+    assert start.images == ()  # already in the history, where the conversation's cached prefix holds them
+    assert [(t.content, t.images) for t in start.history] == [("", ("frame3", "frame4")), ("A cat.", ())]
+    machine.handle(ImageInput(3.5, image="frame5"))
+    assert machine.frames == ("frame5",)
+
+
+def test_speech_onset_ducks_a_spoken_answer_and_a_query_cuts_it_where_it_was_heard():
+    machine = DuplexStateMachine(speaks_answers=True)
+    answer = answering(machine, 1.0, "Red. It is round.")
+    machine.handle(ResponseDone(1.8, turn_id=answer))
+    one_second = np.zeros(16000, dtype=np.float32)
+    for t, text in ((1.5, "Red."), (1.6, "It is round.")):
+        assert of(machine.handle(AudioOut(t, audio=one_second, text=text, turn_id=answer)), AudioOut)
+    # Its text is complete but the second sentence plays from 2.5 to 3.5 s: the answer is live.
+    assert machine.handle(SpeechStarted(2.7)) == [SpeechStarted(2.7), AnswerDucked(2.7, turn_id=answer)]
+    query = of(machine.handle(segment(3.0)), StartTurn)[0].turn_id
+    out = machine.handle(StateDecided(3.2, state="query_audio", turn_id=query))
+    assert of(out, Interrupted) == [Interrupted(3.2, text="Red. It is round.", turn_id=answer)]
+    assert machine.history[1].outcome == "interrupted" and machine.history[1].content == "Red. It is round."
+    # Paused at 2.2 s, the second sentence (from 2.5 s) had not started: it was never heard.
+    machine2 = DuplexStateMachine(speaks_answers=True)
+    answer = answering(machine2, 1.0, "Red. It is round.")
+    machine2.handle(AudioOut(1.4, audio=one_second, text="Red.", turn_id=answer))
+    machine2.handle(AudioOut(1.45, audio=one_second, text="It is round.", turn_id=answer))
+    machine2.handle(SpeechStarted(2.2))
+    query = of(machine2.handle(segment(3.0)), StartTurn)[0].turn_id
+    out = machine2.handle(StateDecided(3.2, state="query_audio", turn_id=query))
+    assert of(out, Interrupted)[0].text == "Red." and machine2.history[1].content == "Red."
+
+
+def test_short_sound_resumes_a_ducked_answer():
+    machine = DuplexStateMachine()
+    answer = answering(machine, 1.0)
+    assert of(machine.handle(SpeechStarted(2.0)), AnswerDucked) == [AnswerDucked(2.0, turn_id=answer)]
+    assert machine.handle(SpeechStarted(2.1)) == [SpeechStarted(2.1)]  # one duck at a time
+    out = machine.handle(SpeechDiscarded(2.3, start=1.9, end=2.2))
+    assert of(out, AnswerResumed) == [AnswerResumed(2.3, turn_id=answer)] and machine.responding_turn == answer
+    # Two segments in a row: the answer plays on only when both turned out to be noise.
+    machine.handle(SpeechStarted(3.0))
+    first = of(machine.handle(segment(3.5)), StartTurn)[0].turn_id
+    machine.handle(SpeechStarted(3.6))
+    second = of(machine.handle(segment(4.0)), StartTurn)[0].turn_id
+    assert not of(machine.handle(StateDecided(4.1, state="noisy_audio", turn_id=first)), AnswerResumed)
+    out = machine.handle(StateDecided(4.2, state="noisy_audio", turn_id=second))
+    assert of(out, AnswerResumed) == [AnswerResumed(4.2, turn_id=answer)]
 
 
 def test_state_follows_speech_and_turns():
@@ -303,8 +380,84 @@ def test_history_is_consistent_after_any_sequence(script):
         assert len(history) % 2 == 0
         for user, assistant in zip(history[::2], history[1::2]):
             assert user.role == "user" and assistant.role == "assistant" and user.turn_id == assistant.turn_id
-            assert user.state in ("query_audio", "query_text") and assistant.state == user.state
+            assert user.outcome == assistant.outcome and assistant.state == user.state
+        assert [t.turn_id for t in history[::2]] == sorted(t.turn_id for t in history[::2])
         active = set(machine.deciding_turns) | ({machine.responding_turn} - {None})
         assert active <= started and not active & cancelled
         assert machine.responding_turn not in machine.deciding_turns
-        assert len(machine.deciding_turns) <= 1
+
+
+# Random interleavings of speech, noise, typed questions and images, with a scripted model that decides each turn
+# some steps later (in any order) and answers queries: every input ends in exactly one outcome.
+_input = st.one_of(
+    st.tuples(st.just("speech"), st.booleans(), st.booleans()),  # (is a query, too short to keep)
+    st.tuples(st.just("text")),
+    st.tuples(st.just("image")),
+    st.tuples(st.just("model"), st.integers(0, 5), st.sampled_from(["decide", "text", "done", "fail"])),
+)
+
+_OUTCOME_EVENTS = {"response_done": "answered", "ignored": "ignored", "interrupted": "interrupted", "error": "error"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_input, max_size=30))
+def test_every_input_ends_in_exactly_one_outcome(script):
+    machine = DuplexStateMachine(max_frames=2)
+    is_query: dict[int, bool] = {}
+    decided: set[int] = set()
+    reported: dict[int, list[str]] = {}
+    inputs = 0
+    t = 0.0
+
+    def feed(event):
+        for item in machine.handle(event):
+            if isinstance(item, StartTurn):
+                is_query.setdefault(item.turn_id, item.kind == "text" or pending_query[0])
+            outcome = _OUTCOME_EVENTS.get(item.type)
+            if outcome is not None and getattr(item, "turn_id", None) is not None:
+                reported.setdefault(item.turn_id, []).append(outcome)
+
+    pending_query = [False]
+    for kind, *args in script:
+        t += 0.1
+        if kind == "speech":
+            feed(SpeechStarted(t))
+            if args[1]:
+                feed(SpeechDiscarded(t + 0.05, start=t, end=t + 0.04))
+            else:
+                pending_query[0] = args[0]
+                inputs += 1
+                feed(segment(t + 0.05))
+        elif kind == "text":
+            inputs += 1
+            feed(TextInput(t, text="q"))
+        elif kind == "image":
+            feed(ImageInput(t, image=t))
+        else:
+            running = sorted(set(machine.deciding_turns) | ({machine.responding_turn} - {None}))
+            if not running:
+                continue
+            turn = running[args[0] % len(running)]
+            feed(_model_step(t, turn, args[1], turn in decided, is_query[turn]))
+            decided.add(turn)
+    # The scripted model finishes every turn still running.
+    while machine.deciding_turns or machine.responding_turn is not None:
+        t += 0.1
+        turn = (machine.deciding_turns or (machine.responding_turn,))[0]
+        feed(_model_step(t, turn, "done", turn in decided, is_query[turn]))
+        decided.add(turn)
+    history = machine.history
+    assert len(history) == 2 * inputs
+    for user in history[::2]:
+        assert reported.get(user.turn_id) == [user.outcome], (user.turn_id, reported.get(user.turn_id), user.outcome)
+    assert machine.ducked_turn is None
+
+
+def _model_step(t, turn, step, was_decided, query):
+    if step == "fail":
+        return Error(t, message="boom", turn_id=turn)
+    if not was_decided:
+        return StateDecided(t, state="query_audio" if query else "noisy_audio", turn_id=turn)
+    if step == "text":
+        return TextDelta(t, text="w", turn_id=turn)
+    return ResponseDone(t, turn_id=turn)
