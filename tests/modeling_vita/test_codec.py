@@ -393,3 +393,16 @@ def test_bad_encode_inputs_raise_clear_errors(pair, audio, message):
     _, model = pair
     with pytest.raises(ValueError, match=message):
         model.encode(audio)
+
+
+def test_save_and_auto_load_give_the_same_codec(tmp_path, pair):
+    from transformers import AutoModel
+
+    _, model = pair
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(loaded, VitaCodecModel) and not loaded.training
+    tokens, audio = _tokens(1, 10), _audio(1, 16 * 6)
+    with torch.no_grad():
+        assert torch.equal(loaded.decode(tokens), model.decode(tokens))
+        assert all(torch.equal(a, b) for a, b in zip(loaded.encode(audio), model.encode(audio)))
