@@ -24,6 +24,7 @@ from .audio_encoder import VitaAudioEncoder, get_audio_token_count
 from .codec_vita import VitaCodecModel
 from .configuration_vita import VitaAudioEncoderConfig, VitaConfig
 from .configuration_vita_codec import VitaCodecConfig
+from .configuration_vita_speech import VitaSpeechConfig, VitaSpeechDecoderConfig
 from .duplex_events import AudioOut
 from .duplex_session import DuplexSession, SessionOptions
 from .duplex_speech_output import EspeakTTS, PiperTTS, TTSEngine, make_tts
@@ -31,6 +32,8 @@ from .duplex_vad import VADParams
 from .generation_vita import VitaTurnStreamer
 from .modeling_vita import AUTO_MAP, VitaForConditionalGeneration, VitaModel, VitaPreTrainedModel
 from .pipeline_vita_duplex import VitaDuplexPipeline, register_vita_duplex_pipeline
+from .speech_decoder_vita import VitaSpeechDecoder
+from .speech_vita import VitaSpeechModel, VitaSpeechOutput
 
 __version__ = "0.1.0.dev0"
 
@@ -43,6 +46,12 @@ def _register() -> None:
     AutoModel.register(VitaAudioEncoderConfig, VitaAudioEncoder, exist_ok=True)
     AutoConfig.register(VitaCodecConfig.model_type, VitaCodecConfig, exist_ok=True)
     AutoModel.register(VitaCodecConfig, VitaCodecModel, exist_ok=True)
+    for config_class, model_class in (
+        (VitaSpeechDecoderConfig, VitaSpeechDecoder),
+        (VitaSpeechConfig, VitaSpeechModel),
+    ):
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModel.register(config_class, model_class, exist_ok=True)
     # `AutoModel` gives the generation class, as the design's public API asks.
     # `AutoModelForMultimodalLM` serves the "any-to-any" pipeline, `AutoModelForImageTextToText` "image-text-to-text".
     for auto_class in (AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForMultimodalLM):
@@ -84,6 +93,11 @@ __all__ = [
     "VitaAudioEncoderConfig",
     "VitaCodecConfig",
     "VitaCodecModel",
+    "VitaSpeechConfig",
+    "VitaSpeechDecoder",
+    "VitaSpeechDecoderConfig",
+    "VitaSpeechModel",
+    "VitaSpeechOutput",
     "VitaConfig",
     "VitaForConditionalGeneration",
     "VitaModel",

@@ -12,6 +12,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, InternVLVisionConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from .configuration_vita_speech import VitaSpeechConfig
+
 try:  # Hub remote code: a checkpoint folder holds processing_vita's files beside these
     from .tokenization_vita import checked_state_tokens
 except ImportError:  # this project's source tree: processing_vita is a sibling package
@@ -103,6 +105,17 @@ class VitaAudioEncoderConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
 
+def check_speech_width(llm_width: int, speech_config: VitaSpeechConfig) -> None:
+    """The speech decoder reads each token's LLM embedding as rows of its input width, which must divide it."""
+    rows = speech_config.decoder_config.input_dim
+    if llm_width % rows:
+        raise ValueError(
+            f"The LLM width ({llm_width}) is not a multiple of the speech decoder's input width "
+            f"(speech_config.decoder_config.input_dim = {rows}); each token's embedding must split into whole rows "
+            "(VITA-1.5: 3584 = 4 x 896)."
+        )
+
+
 @strict
 class VitaConfig(PreTrainedConfig):
     r"""
@@ -128,6 +141,9 @@ class VitaConfig(PreTrainedConfig):
             assistant, a typed query). They drive the state constraint of generation, the duplex session and the
             pipeline; the processor's `state_tokens` must be the same. A list gives them in that order.
         tie_word_embeddings (`bool`, defaults to `False`): the released Mixtral has an untied LM head.
+        speech_config (`dict` or `VitaSpeechConfig`, *optional*): VITA-1.5's own voice (speech decoder and codec),
+            for checkpoints that carry one; `None` (the default) builds no speech model. Its decoder reads the LLM's
+            input embeddings cut into rows of `decoder_config.input_dim`, which must divide the LLM width.
     """
 
     model_type = "vita"
@@ -135,6 +151,7 @@ class VitaConfig(PreTrainedConfig):
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="mixtral", init_kwargs=MIXTRAL_8X7B_VITA),
         "vision_config": SubConfigSpec(config_class=InternVLVisionConfig, init_kwargs=INTERNVIT_300M_448PX),
         "audio_config": VitaAudioEncoderConfig,
+        "speech_config": SubConfigSpec(config_class=VitaSpeechConfig, optional=True),
     }
 
     text_config: dict | PreTrainedConfig | None = None
@@ -151,6 +168,7 @@ class VitaConfig(PreTrainedConfig):
     projector_hidden_act: str = "gelu"
     state_tokens: dict | list | None = None
     tie_word_embeddings: bool = False
+    speech_config: dict | PreTrainedConfig | None = None
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -172,6 +190,8 @@ class VitaConfig(PreTrainedConfig):
                     f"`{name}_token_id` is {token_id}, outside the LLM vocabulary [0, {vocab_size}); add the "
                     "placeholder tokens to the tokenizer and resize the embeddings first."
                 )
+        if self.speech_config is not None:
+            check_speech_width(self.text_config.hidden_size, self.speech_config)
 
     @property
     def image_seq_length(self) -> int:
@@ -181,4 +201,4 @@ class VitaConfig(PreTrainedConfig):
         return int((image_size // patch_size) ** 2 * self.downsample_ratio**2)
 
 
-__all__ = ["VitaAudioEncoderConfig", "VitaConfig"]
+__all__ = ["VitaAudioEncoderConfig", "VitaConfig", "check_speech_width"]

@@ -3,10 +3,11 @@
 `vita-convert-original --input VITA1.5_ckpt --output vita15-hf` reads the release (`convert_vita_release.py`: the
 version from config.json, the tower folders it names, the tokenizer), builds the config (`convert_vita_config.py`),
 streams the weights shard by shard (`convert_vita_weights.py`, key mapping in `convert_vita_mapping.py`) and writes
-the remote-code closure, a processor with the release's tokenizer, chat format, state tokens and global CMVN, and a
-model card (`convert_vita_card.py`); optionally it pushes to the Hub. Everything is written into a staging folder that
-becomes `--output` only when all of it succeeded, so a failed conversion leaves nothing behind. It prints where each
-part came from and every value it had to default. The public conversion API is re-exported here.
+the remote-code closure, a processor with the release's tokenizer, chat format, state tokens and global CMVN, the
+speech decoder and codec of a release with `vita_tts_ckpt/` (`convert_vita_speech.py`), and a model card
+(`convert_vita_card.py`); optionally it pushes to the Hub. Everything is written into a staging folder that becomes
+`--output` only when all of it succeeded, so a failed conversion leaves nothing behind. It prints where each part came
+from and every value it had to default. The public conversion API is re-exported here.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from .convert_vita_mapping import (
     revert_state_dict,
 )
 from .convert_vita_release import ReleaseFolder, open_release, read_named
+from .convert_vita_speech import add_release_speech
 from .convert_vita_weights import ConversionResult, convert_checkpoint
 from .pipeline_vita_duplex import custom_pipelines
 from .remote_code import write_remote_code
@@ -214,6 +216,8 @@ def convert(args: argparse.Namespace) -> Path:
             vocab_rows=rows or None,
         )
         mean, istd = _cmvn(result, release)
+        # VITA-1.5's own voice (vita_tts_ckpt/): sets config.speech_config and adds its shard.
+        release.notes.extend(add_release_speech(release.input_dir, staging, config, _DTYPES[args.dtype]))
         write_config_and_code(config, staging, _DTYPES[args.dtype])
         (staging / "README.md").write_text(model_card(config, release.version, args.push_to_hub))
         if mean is not None:

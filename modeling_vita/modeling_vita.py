@@ -37,6 +37,7 @@ from .audio_encoder import VitaAudioEncoder, VitaAudioEncoderOutput
 from .configuration_vita import VitaConfig
 from .media_expansion_vita import pop_expanded_media
 from .remote_code import write_remote_code
+from .speech_generation_vita import VitaSpeechGenerationMixin, VitaSpeechModel
 from .validation_vita import check_model_inputs
 from .vision_projector_vita import VitaMultiModalProjector, pixel_shuffle
 
@@ -316,7 +317,7 @@ class VitaModel(VitaPreTrainedModel):
         )
 
 
-class VitaForConditionalGeneration(VitaPreTrainedModel, GenerationMixin):
+class VitaForConditionalGeneration(VitaSpeechGenerationMixin, VitaPreTrainedModel, GenerationMixin):
     """VITA with its LM head: `generate` answers from text, image, video and audio inputs."""
 
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
@@ -326,6 +327,7 @@ class VitaForConditionalGeneration(VitaPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = VitaModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.speech_model = VitaSpeechModel._from_config(config.speech_config) if config.speech_config else None
         self.post_init()
 
     def get_output_embeddings(self) -> nn.Module:

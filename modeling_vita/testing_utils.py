@@ -4,6 +4,8 @@
 with `processing_vita.testing_utils.tiny_vita_processor()`: 0 `<unk>`, 1 `<s>`, 2 `</s>`, 3 `<pad>`, 4 `<image>`,
 5 `<video>`, 6 `<audio>`, 7-9 the state tokens `<1>`, `<2>`, `<3>` as single special tokens. Vision tiles are 56 px
 (patch 14, so 4 tokens a tile after the pixel shuffle); the audio encoder takes the real 80-bin fbank.
+`tiny_speech_config()` gives VITA-1.5's speech decoder and codec at tiny size (a 32-wide decoder, so each token of the
+64-wide tiny LLM is 2 rows; 32 codec tokens of 16 samples each), for `tiny_vita_config(speech_config=...)`.
 """
 
 import copy
@@ -58,6 +60,43 @@ TINY_AUDIO_CONFIG = {
     "num_mel_bins": 80,
 }
 
+TINY_SPEECH_DECODER_CONFIG = {
+    "input_dim": 32,
+    "codec_vocab_size": 32,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_pre_layers": 1,
+    "num_attention_heads": 4,
+}
+TINY_CODEC_CONFIG = {
+    "codebook_size": 32,
+    "codebook_dim": 16,
+    "upsample_rates": [4, 4],
+    "upsample_kernel_sizes": [8, 8],
+    "upsample_initial_channel": 16,
+    "resblock_kernel_sizes": [3, 5],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 2, 1]],
+    "global_code_num": 4,
+    "global_codebook_size": 32,
+    "global_code_dim": 2,
+    "global_tokens": [3, 1, 4, 1],
+    "speaker_channels": 8,
+    "encoder_initial_channel": 8,
+    "global_feature_conv": [16, 8, 8, 3, 1],
+}
+
+
+def tiny_speech_config(**overrides) -> dict:
+    """A tiny `VitaSpeechConfig` as a dict; `decoder_config` / `codec_config` dicts are merged into the defaults."""
+    config = {
+        "decoder_config": copy.deepcopy(TINY_SPEECH_DECODER_CONFIG),
+        "codec_config": copy.deepcopy(TINY_CODEC_CONFIG),
+    }
+    for key in ("decoder_config", "codec_config"):
+        config[key].update(overrides.pop(key, None) or {})
+    return {**config, **overrides}
+
 
 def tiny_text_config(model_type: str = "mixtral", **overrides) -> dict:
     """A two-layer, 64-wide LLM config dict for `model_type` in {"mixtral", "qwen2", "llama"}."""
@@ -90,4 +129,12 @@ def tiny_vita_config(text_model_type: str = "mixtral", **overrides) -> VitaConfi
     return VitaConfig(**arguments)
 
 
-__all__ = ["TINY_TOKEN_IDS", "TINY_VOCAB_SIZE", "tiny_text_config", "tiny_vita_config"]
+__all__ = [
+    "TINY_CODEC_CONFIG",
+    "TINY_SPEECH_DECODER_CONFIG",
+    "TINY_TOKEN_IDS",
+    "TINY_VOCAB_SIZE",
+    "tiny_speech_config",
+    "tiny_text_config",
+    "tiny_vita_config",
+]
