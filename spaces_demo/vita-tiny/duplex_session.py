@@ -82,6 +82,7 @@ from .duplex_state import DuplexStateMachine
 from .duplex_turns import TurnWorkers
 from .duplex_vad import SpeechScorer, VADParams, VADSegmenter
 from .generation_vita import checkpoint_state_tokens, state_token_sequences
+from .prompt_cache_vita import PromptCache, context_budget
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,8 @@ class DuplexSession:
             silence, so it can neither interrupt nor start a turn). Playback is known from `playback_started/stopped`
             or, without those calls, estimated from the `AudioOut` durations queued back to back on the audio clock.
         on_audio: optional callback receiving each `AudioOut` (called from the dispatcher thread; keep it short).
+        reuse_prefix: keep the conversation's KV cache between turns and prefill only what is new (same answers;
+            `prompt_cache_vita.py`); the prompt is bounded by the model's context either way.
     """
 
     def __init__(
@@ -148,6 +151,7 @@ class DuplexSession:
         restart_with_consolidated_history: bool = False,
         echo_margin_db: float = 10.0,
         on_audio: Callable[[AudioOut], None] | None = None,
+        reuse_prefix: bool = True,
     ) -> None:
         self.model = model
         self.processor = processor
@@ -172,7 +176,13 @@ class DuplexSession:
         self._inbox: queue.Queue[InboxMessage] = queue.Queue()
         self._outbox: queue.Queue[Event | object | None] = queue.Queue()
         spellings = state_token_sequences(processor.tokenizer, checkpoint_state_tokens(model, processor))
-        self._workers = TurnWorkers(model, processor, spellings, self.options.generation_kwargs, self._inbox.put)
+        max_new_tokens = int(self.options.generation_kwargs.get("max_new_tokens") or 64)
+        self.prompts = PromptCache(
+            model, processor, enabled=reuse_prefix, budget=context_budget(model, processor, max_new_tokens)
+        )
+        self._workers = TurnWorkers(
+            model, processor, spellings, self.options.generation_kwargs, self._inbox.put, self.prompts
+        )
         self._closed = False
         self._interrupt = PendingInterrupt()
         self._images_seen = 0  # numbers the images in error messages (dispatcher thread only)

@@ -24,7 +24,8 @@ from typing import Any
 
 from .duplex_events import Error, ResponseDone, StartTurn, StateDecided, TextDelta, VitaState
 from .duplex_inbox import InboxMessage, Raised, TurnFinished, WorkerEvent
-from .generation_vita import StateSpellings, VitaTurnStreamer, prepare_turn_inputs, run_turn
+from .generation_vita import StateSpellings, VitaTurnStreamer, run_turn
+from .prompt_cache_vita import PromptCache
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class TurnWorkers:
         spellings: the token ids of each state token (`state_token_sequences`).
         generation_kwargs: passed to every `generate`.
         post: puts a message on the session's inbox (thread-safe).
+        prompts: builds each turn's inputs, reusing the conversation's KV prefix (`prompt_cache_vita.py`).
     """
 
     def __init__(
@@ -57,9 +59,11 @@ class TurnWorkers:
         spellings: StateSpellings,
         generation_kwargs: dict[str, Any],
         post: Callable[[InboxMessage], None],
+        prompts: PromptCache | None = None,
     ) -> None:
         self.model, self.processor, self.spellings = model, processor, spellings
         self.generation_kwargs, self.post = generation_kwargs, post
+        self.prompts = prompts if prompts is not None else PromptCache(model, processor, enabled=False)
         self.turns: dict[int, TurnControl] = {}
 
     @property
@@ -111,9 +115,11 @@ class TurnWorkers:
             on_text=lambda delta: self._event(TextDelta(0.0, text=delta, turn_id=turn_id)),
         )
         try:
-            inputs = prepare_turn_inputs(self.processor, action.messages(), self.model)
+            prepared = self.prompts.prepare_turn(action)
             allowed = None if action.state is None else [action.state]
-            run_turn(self.model, inputs, streamer, allowed, self.generation_kwargs)
+            run_turn(self.model, prepared.inputs, streamer, allowed, self.generation_kwargs)
+            if streamer.state in (VitaState.QUERY_AUDIO, VitaState.QUERY_TEXT):
+                self.prompts.keep(prepared)  # its prompt is the prefix of the next turns' (noise never is)
             if not control.cancelled:
                 self._event(ResponseDone(0.0, turn_id=turn_id))
         except Exception as error:

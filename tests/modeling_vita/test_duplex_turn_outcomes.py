@@ -30,12 +30,30 @@ def outcomes(session):
     return [(t.turn_id, t.outcome) for t in session.history[1::2]]
 
 
+def prompt_length(processor, secs):
+    message = {"role": "user", "content": [{"type": "audio", "audio": silence(secs)}]}
+    inputs = processor.apply_chat_template([message], add_generation_prompt=True, tokenize=True, return_dict=True)
+    return len(inputs["input_ids"][0])
+
+
+class ByLength(ScriptedModel):
+    """A prompt longer than `threshold` tokens (the question) gets the first script, whichever turn calls first."""
+
+    def generate(self, input_ids, **kwargs):
+        script = self.by_length[0] if input_ids.shape[1] > self.threshold else self.by_length[1]
+        with self._lock:
+            self.scripts = [*self.scripts[: len(self.calls)], script]
+        return super().generate(input_ids, **kwargs)
+
+
 def test_question_then_noise_ending_while_it_decides_are_both_kept(processor, no_thread_left):  # noqa: F811
     # The question's prefill takes 0.5 s, so the noise segment ends while the question is still being decided.
-    model = ScriptedModel([[QUERY, *words(processor, "It is red."), EOS], [NOISE, EOS]], prefill_delay=0.5)
+    model = ByLength([], prefill_delay=0.5)
+    model.by_length = [[QUERY, *words(processor, "It is red."), EOS], [NOISE, EOS]]
+    model.threshold = (prompt_length(processor, 1.4) + prompt_length(processor, 0.5)) // 2
     with make_session(processor, model) as session:
         events = Collector(session)
-        push(session, np.concatenate([tone(0.4), silence(0.25), tone(0.3, amplitude=0.1), silence(0.3)]))
+        push(session, np.concatenate([tone(1.2), silence(0.25), tone(0.3, amplitude=0.1), silence(0.3)]))
         events.until(lambda seen: has("response_done")(seen) and has("ignored")(seen))
         assert len(events.of("state_decided")) == 2 and not events.of("error")
         assert outcomes(session) == [(1, "answered"), (2, "ignored")]
