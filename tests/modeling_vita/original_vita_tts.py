@@ -13,6 +13,8 @@ comparing with the converted `VitaSpeechDecoder` is an independent check:
 - training: the whole batch at positions 0..S-1, prefix rows see the prefix, token rows the prefix and the tokens up
   to themselves, summed cross-entropy with PAD ignored.
 Tiny default sizes: idim = attention dim 32, 4 heads, FFN 64, 2 blocks (1 pre-network layer), 32 codec tokens.
+`write_original_tts_folder` writes a whole `vita_tts_ckpt/` as a release has it: this decoder and a tiny TiCodec of
+`original_vita_codec.py` (the codec of `modeling_vita.testing_utils.TINY_CODEC_CONFIG`, in the original's names).
 """
 
 from __future__ import annotations
@@ -41,6 +43,26 @@ TINY_TTS_ARGS = {
 }
 RMS_EPS = 1e-6  # LlamaConfig's default, which the original keeps
 ROPE_THETA = 10000.0
+# codec/model.json at tiny size (32 codes of 16 samples, 4 speaker tokens); the last three keys are widths the original
+# fixes in code (512, 128, 32), given here so that `original_vita_codec.OriginalVQVAE` builds at this size.
+TINY_CODEC_JSON = {
+    "resblock": "1",
+    "upsample_rates": [4, 4],
+    "upsample_kernel_sizes": [8, 8],
+    "upsample_initial_channel": 16,
+    "resblock_kernel_sizes": [3, 5],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 2, 1]],
+    "n_code_groups": 1,
+    "residul_layer": 1,
+    "n_codes": 32,
+    "global_code_num": 4,
+    "global_feature_conv": [16, 8, 8, 3, 1],
+    "global_tokens": [3, 1, 4, 1],
+    "sampling_rate": 24000,
+    "codebook_dim": 16,
+    "speaker_width": 8,
+    "encoder_initial_channel": 8,
+}
 
 
 def _layer_keys(prefix: str, width: int, ffn: int) -> dict[str, tuple[int, ...]]:
@@ -87,6 +109,22 @@ def write_original_decoder_folder(folder: Path, sd: Mapping[str, torch.Tensor], 
     (folder / "model.json").write_text(json.dumps([args["idim"], args["odim"], args]))
     torch.save({"model": dict(sd)} if wrap else dict(sd), folder / "final.pt")
     return folder
+
+
+def write_original_tts_folder(release: Path, seed: int = 0) -> dict:
+    """`release/vita_tts_ckpt/{decoder,codec}/{model.json,final.pt}`; returns {"folder", "decoder_sd", "codec"}
+    where `codec` is the original codec module (`original_vita_codec.OriginalVQVAE`) whose weights were saved."""
+    from .original_vita_codec import OriginalVQVAE
+
+    folder = release / "vita_tts_ckpt"
+    decoder_sd = original_decoder_state_dict(seed)
+    write_original_decoder_folder(folder / "decoder", decoder_sd)
+    torch.manual_seed(seed)
+    codec = OriginalVQVAE(TINY_CODEC_JSON).eval()
+    (folder / "codec").mkdir(parents=True, exist_ok=True)
+    (folder / "codec" / "model.json").write_text(json.dumps(TINY_CODEC_JSON))
+    torch.save(codec.release_state_dict(), folder / "codec" / "final.pt")
+    return {"folder": folder, "decoder_sd": decoder_sd, "codec": codec}
 
 
 # ------------------------------------------------------------------------------------------------------- the layers

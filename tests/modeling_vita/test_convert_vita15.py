@@ -1,8 +1,9 @@
 """Tests of converting releases exactly as published: a tiny VITA-1.5 in the original layout (Qwen2 keys, the towers
-in their own folders, whale `train.yaml` in its own schema, a ChatML tokenizer), and a tiny VITA-1.0 whose towers have
-non-default shapes and are named by the authors' absolute paths. Nothing but `--input` and `--output` is passed; the
-converted model must give the logits and greedy tokens of the independent re-implementations of the originals
-(`original_vita15.py`, `original_vita.py`), and bad folders must be refused without leaving an output behind.
+in their own folders, whale `train.yaml` in its own schema, a ChatML tokenizer, the speech decoder and codec in
+`vita_tts_ckpt/`), and a tiny VITA-1.0 whose towers have non-default shapes and are named by the authors' absolute
+paths. Nothing but `--input` and `--output` is passed; the converted model must give the logits, greedy tokens and
+speech of the independent re-implementations of the originals (`original_vita15.py`, `original_vita.py`,
+`original_vita_tts.py`), and bad folders must be refused without leaving an output behind.
 """
 
 import ast
@@ -21,7 +22,7 @@ from modeling_vita import VitaForConditionalGeneration
 from modeling_vita.convert_vita_original_to_hf import convert, main, parse_args
 from processing_vita import VitaProcessor
 from processing_vita.testing_utils import tiny_vita_tokenizer
-from tests.modeling_vita import original_vita, original_vita15
+from tests.modeling_vita import original_vita, original_vita15, original_vita_tts
 from tests.modeling_vita.original_towers import fbank_for
 from tests.utils import run_with_project_hidden
 
@@ -44,13 +45,15 @@ def _run(argv: list[str]) -> str:
 def release15(tmp_path_factory):
     root = tmp_path_factory.mktemp("vita15")
     built = original_vita15.write_original_checkpoint15(root, tower_paths="absolute")
+    tts = original_vita_tts.write_original_tts_folder(built["checkpoint"])
     output = root / "vita15-hf"
     printed = _run(
         ["--input", str(built["checkpoint"]), "--output", str(output), "--dtype", "float32", "--no-progress"]
     )
     model = VitaForConditionalGeneration.from_pretrained(output).eval()
     processor = VitaProcessor.from_pretrained(output)
-    return {**built, "root": root, "output": output, "printed": printed, "model": model, "processor": processor}
+    return {**built, "root": root, "output": output, "printed": printed, "model": model, "processor": processor,
+            "tts": tts}  # fmt: skip
 
 
 def _inputs(processor, content: list[dict], **kwargs) -> dict:
@@ -133,6 +136,48 @@ def test_greedy_tokens_equal_the_original(release15):
                 int(original_vita15.original_forward15(sd, ids + greedy, dims=release15["dims"])[-1].argmax())
             )
     assert ours.tolist() == greedy
+
+
+SPEECH_SCRIPT = """
+import torch
+from transformers import AutoModel
+
+model = AutoModel.from_pretrained({path!r}, trust_remote_code=True).eval()
+assert type(model.speech_model).__module__.startswith("transformers_modules"), type(model.speech_model)
+out = model.generate_speech(torch.tensor([{ids!r}]), do_sample=False, max_speech_tokens=30)
+print("TOKENS", out.codec_tokens[0].tolist(), out.sampling_rate)
+"""
+
+
+def test_release_15_speaks_as_the_original_decoder_and_codec_also_as_remote_code(release15, tmp_path):
+    model, sd, tts = release15["model"], release15["state_dict"], release15["tts"]
+    assert "speech: " in release15["printed"] and model.config.speech_config is not None
+    ids = release15["processor"].tokenizer.encode("hello, how are you today?")
+    ours = model.generate_speech(torch.tensor([ids]), do_sample=False, max_speech_tokens=30)
+    # The original embeds the text with the LLM's table and cuts each 64-wide row into two 32-wide frames.
+    frames = sd["model.embed_tokens.weight"][ids].reshape(1, -1, 32)
+    tokens = list(original_vita_tts.original_infer(tts["decoder_sd"], frames, top_k=1, max_tokens=30))
+    speaker = torch.tensor(original_vita_tts.TINY_CODEC_JSON["global_tokens"])[None, None]
+    with torch.no_grad():
+        audio = tts["codec"](torch.tensor(tokens)[None, :, None], speaker)[:, 0]
+    worst = _worst(ours.audio, audio)
+    print(f"converted 1.5 speech: {len(tokens)} codec tokens, worst audio difference {worst:.1e}")
+    assert ours.codec_tokens[0].tolist() == tokens and len(tokens) >= 5 and worst < 1e-5
+    stdout = run_with_project_hidden(SPEECH_SCRIPT.format(path=str(release15["output"]), ids=ids), tmp_path)
+    assert f"TOKENS {tokens} 24000" in stdout
+
+
+def test_a_broken_or_escaping_vita_tts_ckpt_is_refused(release15, tmp_path):
+    root = tmp_path / "tts"
+    shutil.copytree(release15["root"], root, ignore=shutil.ignore_patterns("vita15-hf"))
+    decoder = root / original_vita15.CHECKPOINT_FOLDER / "vita_tts_ckpt" / "decoder"
+    torch.save({"model": torch.nn.Linear(2, 2)}, decoder / "final.pt")
+    _refused(tmp_path, ["--input", str(decoder.parents[1])], r"decoder/final.pt cannot be read as weights only")
+    (decoder / "final.pt").unlink()
+    outside = tmp_path / "elsewhere.pt"
+    torch.save({}, outside)
+    (decoder / "final.pt").symlink_to(outside)
+    _refused(tmp_path, ["--input", str(decoder.parents[1])], r"resolves to .*elsewhere.pt, outside the checkpoint")
 
 
 def test_a_vocabulary_without_free_rows_grows_with_mean_rows(tmp_path):

@@ -96,8 +96,8 @@ def test_the_prefix_is_bidirectional_under_sdpa_and_eager(original_sd):
     changed[:, -1] += 1.0
     for attn_implementation in ("eager", "sdpa"):
         decoder = _decoder(original_sd, attn_implementation)
-        seen = []
-        handle = decoder.layers[-1].register_forward_hook(lambda m, i, o: seen.append(o.detach().clone()))
+        seen: list[torch.Tensor] = []
+        handle = decoder.layers[-1].register_forward_hook(lambda m, i, o, seen=seen: seen.append(o.detach().clone()))
         for inputs in (frames, changed):
             next(decoder.generate_codec_tokens(inputs, do_sample=False, max_speech_tokens=1), None)
         handle.remove()
