@@ -70,6 +70,27 @@ class SpeechEnded(Event):
         return self.end - self.start
 
 
+@dataclass(frozen=True, eq=False)
+class SpeechPaused(Event):
+    """The user went silent; the segment may end here (same `segment`, `start`, `end` as its `SpeechEnded` would).
+
+    The session starts the turn on it at once (speculatively: prefill, decision, answer, speech) and shows nothing
+    of it until the `SpeechEnded` of the same segment confirms it; a `SpeechResumed` cancels it.
+    """
+
+    type: ClassVar[str] = "speech_paused"
+    segment: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32), repr=False)
+    start: float = 0.0
+    end: float = 0.0
+
+
+@dataclass(frozen=True)
+class SpeechResumed(Event):
+    """Speech came back after a `SpeechPaused`: the segment goes on (a pause mid-sentence)."""
+
+    type: ClassVar[str] = "speech_resumed"
+
+
 @dataclass(frozen=True)
 class SpeechDiscarded(Event):
     """Speech shorter than `VADParams.min_segment_secs` ended; it closes the matching `SpeechStarted`."""
@@ -306,12 +327,21 @@ class StartTurn(Action):
         return messages
 
 
+@dataclass(frozen=True, eq=False)
+class SpeakAhead(Action):
+    """Synthesize the speech of a speculative turn's text (`TextDelta`/`ResponseDone`) before it is confirmed; the
+    audio is held with the turn's other events until then."""
+
+    type: ClassVar[str] = "speak_ahead"
+    event: Any = None
+
+
 @dataclass(frozen=True)
 class CancelTurn(Action):
     """Stop turn `turn_id` (set its interrupt event).
 
     `reason`: "interrupted", "superseded" (a newer query answers first), "restarted" (a new `StartTurn` replaces
-    it), "error" or "reset".
+    it), "speculation" (the speech went on after the pause it was started on), "error" or "reset".
     """
 
     type: ClassVar[str] = "cancel_turn"
@@ -333,7 +363,10 @@ __all__ = [
     "Interrupted",
     "ResponseDone",
     "SpeechDiscarded",
+    "SpeakAhead",
     "SpeechEnded",
+    "SpeechPaused",
+    "SpeechResumed",
     "SpeechStarted",
     "StartTurn",
     "StateDecided",

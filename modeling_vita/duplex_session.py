@@ -57,6 +57,7 @@ from .duplex_events import (
     Event,
     ImageInput,
     Interrupted,
+    SpeakAhead,
     StartTurn,
     TextInput,
     Turn,
@@ -422,6 +423,14 @@ class DuplexSession:
                 self._workers.start(output)
             elif isinstance(output, CancelTurn):
                 self._cancel_turn(output.turn_id)
+            elif isinstance(output, SpeakAhead):
+                if self._speaker is not None:
+                    self._speaker.feed_ahead(output.event)
+            elif isinstance(output, AudioOut):
+                self._state.echo.queued(output.audio, output.sampling_rate, self._state.input_secs)
+                self._outbox.put(output)
+                if self.on_audio is not None:
+                    self.on_audio(output)
             elif isinstance(output, Event):
                 self._outbox.put(output)
                 self._speak(output)
@@ -456,15 +465,7 @@ class DuplexSession:
     def _on_speech_ready(self, event: AudioOut) -> None:
         if self._speaker is None or self._speaker.is_silenced(event.turn_id):
             return  # the answer was interrupted while this sentence was being synthesized
-        event = self._restamp(event)
-        with self._machine_lock:
-            outputs = self._machine.handle(event)  # it tracks what plays when, for ducking and the history
-        if not outputs:
-            return  # cut meanwhile
-        self._state.echo.queued(event.audio, event.sampling_rate, self._state.input_secs)
-        self._outbox.put(event)
-        if self.on_audio is not None:
-            self.on_audio(event)
+        self._handle(self._restamp(event))  # the machine tracks what plays when (ducking, history, speculation)
 
 
 __all__ = ["DuplexSession", "SessionOptions", "SessionState"]

@@ -152,6 +152,7 @@ class AnswerSpeaker:
         self.on_interrupt = on_interrupt
         self._unspoken: dict[int, str] = {}  # per turn, text not yet a whole sentence (dispatcher thread only)
         self._silenced: set[int] = set()
+        self._ahead: dict[int, int] = {}  # per turn, text events spoken ahead (speculation) not yet fed again
         self._queue: queue.Queue[tuple[int, str] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="vita-duplex-tts", daemon=True)
         self._thread.start()
@@ -169,7 +170,18 @@ class AnswerSpeaker:
         self._silenced.add(turn_id)
         self._unspoken.pop(turn_id, None)
 
+    def feed_ahead(self, event: Event) -> None:
+        """Speak a speculative turn's text now; the same event, fed again when the turn is confirmed, is skipped."""
+        self._ahead[event.turn_id] = self._ahead.get(event.turn_id, 0) + 1
+        self._feed(event)
+
     def feed(self, event: Event) -> None:
+        if isinstance(event, (TextDelta, ResponseDone)) and self._ahead.get(event.turn_id):
+            self._ahead[event.turn_id] -= 1  # spoken ahead already
+            return
+        self._feed(event)
+
+    def _feed(self, event: Event) -> None:
         if isinstance(event, TextDelta):
             sentences, rest = split_sentences(self._unspoken.get(event.turn_id, "") + event.text)
             self._unspoken[event.turn_id] = rest

@@ -27,6 +27,11 @@ recorded in the history (`Turn.outcome`): answered (`response_done`), ignored (`
     - text or completion of a turn that is not the responding one is dropped;
     - an `Error` for a turn ends that turn (a partial answer is kept) and is reported.
 
+Speculation: on `SpeechPaused` (the user went silent; the end of turn is not decided yet) the turn starts at once,
+hidden: its events are held (its text is handed to the speech engine ahead, `SpeakAhead`) until the `SpeechEnded`
+of the same segment adopts it and releases them in order, so the answer can be ready when the turn ends;
+`SpeechResumed` cancels it (`CancelTurn("speculation")`), and it never was an input.
+
 Ducking: a speech onset while an answer is live pauses it at once (`answer_ducked`); when every input that arrived
 since then turned out not to be a query (too short, noise, a backchannel) it plays on (`answer_resumed`), and when
 one is a query the answer is interrupted. Spoken pieces (`AudioOut`, fed back by the session) are tracked on the
@@ -55,8 +60,11 @@ from .duplex_events import (
     ImageInput,
     Interrupted,
     ResponseDone,
+    SpeakAhead,
     SpeechDiscarded,
     SpeechEnded,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     StartTurn,
     StateDecided,
@@ -130,6 +138,7 @@ class DuplexStateMachine:
     def reset(self) -> list[Action]:
         """Forget everything (history included); returns the cancellations of the turns that were running."""
         running = list(self._deciding) + ([] if self._responding is None else [self._responding.turn_id])
+        running += [] if getattr(self, "_speculative", None) is None else [self._speculative[0].turn_id]
         self._history: list[Turn] = []
         self._history_version = 0
         self._frames: deque[Any] = deque(maxlen=self.max_frames or None)
@@ -138,6 +147,8 @@ class DuplexStateMachine:
         self._responding = None
         self._playback: AnswerPlayback | None = None  # the latest answer's speech (may outlive its text)
         self._duck: _Duck | None = None
+        self._speculative: tuple[_ActiveTurn, tuple[float, float]] | None = None  # the hidden turn, its span
+        self._held: list[Event] = []  # the hidden turn's events, in order
         self._speaking = False
         self._next_turn_id = 1
         return [CancelTurn(turn_id, reason="reset") for turn_id in running]
@@ -175,6 +186,11 @@ class DuplexStateMachine:
         return tuple(self._deciding)
 
     @property
+    def speculative_turn(self) -> int | None:
+        """The turn started on a pause and not confirmed yet (its events are held)."""
+        return None if self._speculative is None else self._speculative[0].turn_id
+
+    @property
     def ducked_turn(self) -> int | None:
         """The answer paused by a speech onset, waiting to be resumed or interrupted."""
         return None if self._duck is None else self._duck.turn_id
@@ -194,12 +210,22 @@ class DuplexStateMachine:
         if isinstance(event, SpeechDiscarded):
             self._speaking = False
             return [event, *self._maybe_resume(event.time)]
+        if isinstance(event, SpeechPaused):
+            return self._speculate(event)
+        if isinstance(event, SpeechResumed):
+            return self._drop_speculation()
         if isinstance(event, SpeechEnded):
             self._speaking = False
+            adopted = self._adopt_speculation(event)
+            if adopted is not None:
+                return adopted
+            out: list[Event | Action] = [event, *self._drop_speculation()]
             start = self._start_turn("audio", event.time, audio=event.segment)
             if self._duck is not None:
                 self._duck.holders.add(start[-1].turn_id)
-            return [event, *start]
+            return out + start
+        if self._speculative is not None and getattr(event, "turn_id", None) == self._speculative[0].turn_id:
+            return self._hold(event)
         if isinstance(event, TextInput):
             # A typed query is a query by construction: it interrupts the current answer right away.
             out: list[Event | Action] = self._interrupt_older(event.time, newer_than=None)
@@ -222,6 +248,40 @@ class DuplexStateMachine:
         if isinstance(event, Error):
             return self._on_error(event)
         raise TypeError(f"DuplexStateMachine.handle expects a duplex Event, found {type(event).__name__}")
+
+    # -- speculation ----------------------------------------------------------------------------------------------
+
+    def _speculate(self, event: SpeechPaused) -> list[Event | Action]:
+        out = self._drop_speculation()
+        images = self.frames
+        turn = _ActiveTurn(self._new_id(), "audio", event.end, self._history_version, event.segment, images=images)
+        self._speculative, self._held = (turn, (event.start, event.end)), []
+        history = self._snapshot()
+        return [*out, StartTurn(turn.turn_id, audio=event.segment, history=history, images=images, time=event.time)]
+
+    def _drop_speculation(self) -> list[Event | Action]:
+        if self._speculative is None:
+            return []
+        turn, self._speculative, self._held = self._speculative[0], None, []
+        return [CancelTurn(turn.turn_id, reason="speculation")]
+
+    def _hold(self, event: Event) -> list[Event | Action]:
+        self._held.append(event)
+        return [SpeakAhead(event.turn_id, event=event)] if isinstance(event, (TextDelta, ResponseDone)) else []
+
+    def _adopt_speculation(self, event: SpeechEnded) -> list[Event | Action] | None:
+        if self._speculative is None or self._speculative[1] != (event.start, event.end):
+            return None
+        turn, held = self._speculative[0], self._held
+        self._speculative, self._held = None, []
+        turn.started_at = event.time
+        self._deciding[turn.turn_id] = turn
+        if self._duck is not None:
+            self._duck.holders.add(turn.turn_id)
+        out: list[Event | Action] = [event]
+        for item in held:  # what the hidden turn did, now shown, on the clock of its confirmation
+            out += self.handle(replace(item, time=max(item.time, event.time)))
+        return out
 
     def _snapshot(self) -> tuple[Turn, ...]:
         shown = tuple(turn for turn in self._history if turn.in_prompt)

@@ -14,8 +14,11 @@ from modeling_vita.duplex_events import (
     ImageInput,
     Interrupted,
     ResponseDone,
+    SpeakAhead,
     SpeechDiscarded,
     SpeechEnded,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     StartTurn,
     StateDecided,
@@ -294,6 +297,46 @@ def test_speech_onset_ducks_a_spoken_answer_and_a_query_cuts_it_where_it_was_hea
     assert of(out, Interrupted)[0].text == "Red." and machine2.history[1].content == "Red."
 
 
+def test_turn_started_on_a_pause_is_hidden_until_the_segment_ends():
+    machine = DuplexStateMachine()
+    machine.handle(SpeechStarted(0.5))
+    audio = np.ones(16000, dtype=np.float32)
+    (start,) = machine.handle(SpeechPaused(1.6, segment=audio, start=0.4, end=1.5))
+    assert isinstance(start, StartTurn) and machine.speculative_turn == start.turn_id
+    turn = start.turn_id
+    # The model runs ahead: nothing is shown, the text goes to the speech engine.
+    assert machine.handle(StateDecided(1.7, state="query_audio", turn_id=turn)) == []
+    (ahead,) = machine.handle(TextDelta(1.75, text="Red.", turn_id=turn))
+    assert isinstance(ahead, SpeakAhead) and ahead.event.text == "Red."
+    assert machine.handle(AudioOut(1.8, audio=audio, text="Red.", turn_id=turn)) == []
+    assert machine.history == [] and machine.state == DuplexState.USER_SPEAKING
+    out = machine.handle(SpeechEnded(1.9, segment=audio, start=0.4, end=1.5))
+    assert [item.type for item in out] == ["speech_ended", "state_decided", "text_delta", "audio_out"]
+    assert all(item.time == 1.9 for item in out) and out[1].latency == 0.0
+    assert machine.responding_turn == turn and machine.speculative_turn is None
+    machine.handle(ResponseDone(2.0, turn_id=turn))
+    assert [(t.turn_id, t.content, t.outcome) for t in machine.history[1::2]] == [(turn, "Red.", "answered")]
+
+
+def test_speech_resuming_after_a_pause_cancels_the_hidden_turn():
+    machine = DuplexStateMachine()
+    machine.handle(SpeechStarted(0.5))
+    audio = np.ones(8000, dtype=np.float32)
+    (start,) = machine.handle(SpeechPaused(1.0, segment=audio, start=0.4, end=0.9))
+    machine.handle(StateDecided(1.1, state="query_audio", turn_id=start.turn_id))
+    assert machine.handle(SpeechResumed(1.2)) == [CancelTurn(start.turn_id, reason="speculation")]
+    assert machine.handle(TextDelta(1.3, text="stale", turn_id=start.turn_id)) == []
+    # The whole sentence ends later: a new turn with all of it; the hidden one never was an input.
+    longer = np.ones(32000, dtype=np.float32)
+    out = machine.handle(SpeechEnded(2.5, segment=longer, start=0.4, end=2.4))
+    (new,) = of(out, StartTurn)
+    assert new.turn_id != start.turn_id and len(new.audio) == 32000
+    # A pause whose segment then ends differently is dropped the same way.
+    (again,) = machine.handle(SpeechPaused(3.0, segment=audio, start=2.6, end=2.9))
+    out = machine.handle(SpeechEnded(3.5, segment=longer, start=2.6, end=3.4))
+    assert CancelTurn(again.turn_id, reason="speculation") in out and of(out, StartTurn)
+
+
 def test_short_sound_resumes_a_ducked_answer():
     machine = DuplexStateMachine()
     answer = answering(machine, 1.0)
@@ -390,7 +433,7 @@ def test_history_is_consistent_after_any_sequence(script):
 # Random interleavings of speech, noise, typed questions and images, with a scripted model that decides each turn
 # some steps later (in any order) and answers queries: every input ends in exactly one outcome.
 _input = st.one_of(
-    st.tuples(st.just("speech"), st.booleans(), st.booleans()),  # (is a query, too short to keep)
+    st.tuples(st.just("speech"), st.booleans(), st.booleans(), st.sampled_from(["", "pause", "resume"])),
     st.tuples(st.just("text")),
     st.tuples(st.just("image")),
     st.tuples(st.just("model"), st.integers(0, 5), st.sampled_from(["decide", "text", "done", "fail"])),
@@ -421,26 +464,34 @@ def test_every_input_ends_in_exactly_one_outcome(script):
     for kind, *args in script:
         t += 0.1
         if kind == "speech":
+            # (is a query, too short to keep, paused before its end: the pause confirmed or speech resumed)
             feed(SpeechStarted(t))
+            pending_query[0] = args[0]
+            if args[2]:
+                feed(SpeechPaused(t + 0.03, segment=np.zeros(160, np.float32), start=t, end=t + 0.02))
+            if args[2] == "resume":
+                feed(SpeechResumed(t + 0.04))
             if args[1]:
                 feed(SpeechDiscarded(t + 0.05, start=t, end=t + 0.04))
             else:
-                pending_query[0] = args[0]
                 inputs += 1
-                feed(segment(t + 0.05))
+                end = t + 0.02 if args[2] == "pause" else t + 0.05
+                feed(SpeechEnded(t + 0.05, segment=np.zeros(160, np.float32), start=t, end=end))
         elif kind == "text":
             inputs += 1
             feed(TextInput(t, text="q"))
         elif kind == "image":
             feed(ImageInput(t, image=t))
         else:
-            running = sorted(set(machine.deciding_turns) | ({machine.responding_turn} - {None}))
+            running = set(machine.deciding_turns) | {machine.responding_turn, machine.speculative_turn}
+            running = sorted(running - {None})
             if not running:
                 continue
             turn = running[args[0] % len(running)]
             feed(_model_step(t, turn, args[1], turn in decided, is_query[turn]))
             decided.add(turn)
     # The scripted model finishes every turn still running.
+    feed(SpeechResumed(t))  # a pause never confirmed is no input
     while machine.deciding_turns or machine.responding_turn is not None:
         t += 0.1
         turn = (machine.deciding_turns or (machine.responding_turn,))[0]
