@@ -63,12 +63,16 @@ class VitaSpeechModel(PreTrainedModel):
     base_model_prefix = "speech_model"
     main_input_name = "frames"
     supports_gradient_checkpointing = True
+    # No attention of its own: the decoder runs eager or SDPA whatever is asked, the codec has none.
     _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
 
     def __init__(self, config: VitaSpeechConfig):
         super().__init__(config)
         self.decoder = VitaSpeechDecoder._from_config(config.decoder_config)
-        self.codec = VitaCodecModel._from_config(config.codec_config)
+        # The codec has no attention: "eager" keeps a model-wide `attn_implementation="sdpa"` from refusing it.
+        self.codec = VitaCodecModel._from_config(config.codec_config, attn_implementation="eager")
         self.post_init()
 
     def forward(

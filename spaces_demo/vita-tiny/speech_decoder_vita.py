@@ -71,6 +71,13 @@ def _lengths(mask: torch.Tensor | None, batch_size: int, width: int, name: str, 
     return lengths
 
 
+def _masked_attention(requested: str | None) -> str | None:
+    if requested in (None, "eager", "sdpa"):
+        return requested
+    logger.info("the speech decoder runs SDPA instead of %s: its prefix needs an additive mask", requested)
+    return "sdpa"
+
+
 def apply_repetition_penalty(logits: torch.Tensor, window: list[int], penalty: float) -> torch.Tensor:
     """The original's penalty: the logit of each token is divided by `penalty` once per occurrence in `window` (the
     last decoder inputs, SOS included), one division after the other as it rounds, not by `penalty ** k`. A negative
@@ -106,6 +113,14 @@ class VitaSpeechDecoder(PreTrainedModel):
         self.out_proj = nn.Linear(config.hidden_size, config.vocab_size)
         self.gradient_checkpointing = False
         self.post_init()
+
+    # The bidirectional prefix needs an additive 4-D mask, which eager and SDPA take and flash or flex kernels do not:
+    # a model-wide request for another implementation runs this decoder on SDPA (at init and on a later change).
+    def _check_and_adjust_attn_implementation(self, attn_implementation: str | None, *args, **kwargs) -> str:
+        return super()._check_and_adjust_attn_implementation(_masked_attention(attn_implementation), *args, **kwargs)
+
+    def get_correct_attn_implementation(self, requested_attention: str | None, *args, **kwargs) -> str:
+        return super().get_correct_attn_implementation(_masked_attention(requested_attention), *args, **kwargs)
 
     def _run_layers(
         self,

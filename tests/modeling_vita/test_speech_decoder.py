@@ -155,6 +155,7 @@ def test_bos_sos_and_pad_are_never_sampled(original_sd):
 
 
 # ----------------------------------------------------------------------------------------------------- training
+@torch.no_grad()
 def test_training_loss_equals_the_original_and_padded_samples_equal_them_alone(original_sd):
     decoder = _decoder(original_sd)
     generator = torch.Generator().manual_seed(3)

@@ -6,7 +6,7 @@ code in a process without this project) speaks the same, and bad or empty inputs
 import pytest
 import torch
 
-from modeling_vita import VitaForConditionalGeneration, VitaSpeechModel, VitaSpeechOutput
+from modeling_vita import VitaForConditionalGeneration, VitaSpeechDecoder, VitaSpeechModel, VitaSpeechOutput
 from modeling_vita.convert_vita_speech import convert_decoder_state_dict
 from modeling_vita.testing_utils import TINY_CODEC_CONFIG, tiny_speech_config, tiny_vita_config
 from tests.utils import run_with_project_hidden
@@ -196,3 +196,18 @@ def test_save_and_reload_speak_the_same_also_as_remote_code(model, tmp_path):
         tmp_path,
     )
     assert "SPOKE 12 [4, 4, 4]" in stdout
+    for attn_implementation in ("eager", "sdpa"):  # the prefix stays bidirectional under both
+        loaded = VitaForConditionalGeneration.from_pretrained(
+            tmp_path / "vita", attn_implementation=attn_implementation
+        )
+        assert loaded.speech_model.decoder.config._attn_implementation == attn_implementation
+        spoken = loaded.eval().generate_speech(TEXT, do_sample=False, max_speech_tokens=12)
+        assert torch.equal(spoken.codec_tokens, whole.codec_tokens)
+        assert float((spoken.audio - whole.audio).abs().max()) < 1e-5
+
+
+def test_a_flash_or_flex_request_runs_the_decoder_on_sdpa(model):
+    decoder_config = model.speech_model.decoder.config
+    for requested in ("flex_attention", "flash_attention_2"):
+        decoder = VitaSpeechDecoder._from_config(decoder_config, attn_implementation=requested)
+        assert decoder.config._attn_implementation == "sdpa"
