@@ -171,14 +171,14 @@ class VitaSpeechDecoder(PreTrainedModel):
         hidden_size)`.
         """
         self.check_frames(frames)
+        frames = frames.to(self.device, self.dtype)
         batch_size, length, _ = frames.shape
         lengths = _lengths(frames_mask, batch_size, length, "frames_mask", frames.device)
         valid = torch.arange(length, device=frames.device)[None] < lengths[:, None]  # (batch, length)
         visible = valid[:, :, None] & valid[:, None, :]  # every real frame sees every real frame
-        hidden_states = frames.to(self.dtype)
         positions = torch.arange(length, device=frames.device)[None].expand(batch_size, -1)
         hidden_states = self._run_layers(
-            self.pre_layers, self.pre_rotary_emb, hidden_states, positions, _additive_mask(visible, self.dtype)
+            self.pre_layers, self.pre_rotary_emb, frames, positions, _additive_mask(visible, self.dtype)
         )
         bos = torch.full((batch_size, 1), self.config.bos_token_id, dtype=torch.long, device=frames.device)
         return torch.cat([self.embed_tokens(bos), hidden_states], dim=1)  # (batch, length + 1, hidden)
