@@ -10,6 +10,8 @@ install:
 	$(PIP) install -e . -c $(CONSTRAINTS)
 	# silero-vad bundles its ONNX model; its extras and pins would pull an old torch, so no dependencies.
 	$(PIP) install --no-deps -c $(CONSTRAINTS) silero-vad
+	# pipecat-ai bundles the Smart Turn end-of-turn ONNX model; only that file is used (pipecat is never imported).
+	$(PIP) install --no-deps -c $(CONSTRAINTS) pipecat-ai
 
 install-dev: install
 	$(PIP) install -e ".[dev]" -c $(CONSTRAINTS)

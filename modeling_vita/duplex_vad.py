@@ -8,8 +8,10 @@ Two parts, each usable alone:
     - `VADSegmenter`: a four-state machine QUIET -> STARTING -> SPEAKING -> STOPPING (as pipecat's `VADAnalyzer`)
       fed with one speech probability per 32 ms window. It reports only stable edges (`SpeechStarted`,
       `SpeechEnded` with the segment, `SpeechDiscarded` for too short speech), keeps a pre-roll so the onset is not
-      clipped, force-cuts speech that never ends and drops segments that are too short. The state machine is pure
-      Python and can be driven with scripted probabilities (`push_probabilities`).
+      clipped, force-cuts speech that never ends and drops segments that are too short. With a turn detector
+      (`duplex_turn_detector.py`) a silence ends the segment only when the detector calls the turn complete (or at
+      its silence limit), so a pause mid-sentence keeps one segment. The state machine is pure Python and can be
+      driven with scripted probabilities (`push_probabilities`) and a scripted detector.
 
 Error contract: a bad chunk (NaN/inf, a dtype other than int16/float, not mono, an unsupported rate) raises
 `ValueError` before any state changes (`duplex_audio_input.py`). The session turns it into an `Error` event and
@@ -32,6 +34,7 @@ import numpy as np
 
 from .duplex_audio_input import SAMPLING_RATE, Resampler, as_float32_mono, checked_rate
 from .duplex_events import Event, SpeechDiscarded, SpeechEnded, SpeechStarted
+from .duplex_turn_detector import TurnDetector, TurnParams
 
 logger = logging.getLogger(__name__)
 
@@ -249,14 +252,30 @@ class VADSegmenter:
     `negative_threshold` (windows between the two thresholds keep speaking); STOPPING -> SPEAKING on a window >=
     `threshold`, -> QUIET (`SpeechEnded` or `SpeechDiscarded`) after `stop_secs` of windows below it.
 
+    With a turn detector, silence ends a segment when the detector says the turn is complete instead: it is asked
+    with the segment so far (pre-roll, speech and the silence heard) after `turn.short_silence_secs`, then every
+    `turn.reask_secs` while it says incomplete; speech that resumes meanwhile continues the same segment; after
+    `turn.max_silence_secs` the segment ends anyway. Speech still shorter than `min_segment_secs` keeps the plain
+    rule (it would be discarded; holding it open would only glue a cough to the next sentence).
+
     Args:
         params: the thresholds and durations (`VADParams`).
         scorer: anything with `score(window) -> float` and `reset_states()`.
+        turn: when to ask the turn detector (`TurnParams`; default `TurnParams()`).
+        turn_detector: anything with `probability_complete(audio16k) -> float`; None: the plain silence rule.
     """
 
-    def __init__(self, params: VADParams | None = None, scorer: SpeechScorer | None = None) -> None:
+    def __init__(
+        self,
+        params: VADParams | None = None,
+        scorer: SpeechScorer | None = None,
+        turn: TurnParams | None = None,
+        turn_detector: TurnDetector | None = None,
+    ) -> None:
         self.params = params if params is not None else VADParams()
         self.scorer = scorer
+        self.turn = turn if turn is not None else TurnParams()
+        self.turn_detector = turn_detector
         self._framer = _Framer()
         p = self.params
         self._start_windows = _windows(p.start_secs)
@@ -266,6 +285,9 @@ class VADSegmenter:
         self._min_speech = round(p.min_segment_secs * SAMPLING_RATE)
         self._max_segment = max(round(p.max_segment_secs * SAMPLING_RATE), WINDOW_SIZE)
         self._tail_size = self._pre_roll + (self._start_windows + 1) * WINDOW_SIZE
+        self._ask_windows = _windows(self.turn.short_silence_secs)
+        self._reask_windows = _windows(self.turn.reask_secs)
+        self._max_silence_windows = max(_windows(self.turn.max_silence_secs), self._ask_windows)
         self.reset()
 
     def reset(self) -> None:
@@ -278,6 +300,7 @@ class VADSegmenter:
         self._onset = 0  # first speech window of the current segment
         self._last_speech = 0  # end of the last speech window
         self._count = 0  # consecutive windows in STARTING / STOPPING
+        self._turn_failed = False  # the turn detector raised during this segment
         self._framer.reset()
         if self.scorer is not None:
             self.scorer.reset_states()
@@ -354,7 +377,7 @@ class VADSegmenter:
             self._segment_start, self._last_speech = start, self._position
             self.state = VADState.SPEAKING
             events.append(SpeechStarted(self.time, start=self._onset / SAMPLING_RATE))
-        elif self.state == VADState.STOPPING and self._count >= self._stop_windows:
+        elif self.state == VADState.STOPPING and self._silence_ends_turn():
             events.append(self._end_segment(truncated=False))
         if (
             self.state in (VADState.SPEAKING, VADState.STOPPING)
@@ -370,12 +393,33 @@ class VADSegmenter:
                 events.append(SpeechStarted(self.time, start=self.time))
         return events
 
+    def _silence_ends_turn(self) -> bool:
+        """In STOPPING, after `self._count` windows of silence: does the segment end here?"""
+        if self.turn_detector is None or self._turn_failed or self._last_speech - self._onset < self._min_speech:
+            return self._count >= self._stop_windows
+        if self._count >= self._max_silence_windows:
+            return True
+        since_ask = self._count - self._ask_windows
+        if since_ask < 0 or since_ask % self._reask_windows:
+            return False
+        audio = np.concatenate(self._segment)
+        try:
+            probability = self.turn_detector.probability_complete(audio)
+        except Exception:  # a failing turn model must not hold the user's turn open: the silence rule decides
+            logger.exception("the turn detector failed; this segment ends after stop_secs of silence")
+            self._turn_failed = True
+            return self._count >= self._stop_windows
+        logger.debug(
+            "turn model at %.3f s after %d silent windows: p(complete)=%.3f", self.time, self._count, probability
+        )
+        return probability >= self.turn.threshold
+
     def _end_segment(self, truncated: bool) -> Event:
         end = self._position if truncated else min(self._last_speech + self._post_roll, self._position)
         audio = np.concatenate(self._segment) if self._segment else np.zeros(0, dtype=np.float32)
         audio = audio[: end - self._segment_start]
         start_s, end_s = self._segment_start / SAMPLING_RATE, end / SAMPLING_RATE
-        self.state, self._count, self._segment = VADState.QUIET, 0, []
+        self.state, self._count, self._segment, self._turn_failed = VADState.QUIET, 0, [], False
         if not truncated and self._last_speech - self._onset < self._min_speech:
             return SpeechDiscarded(self.time, start=start_s, end=end_s)
         return SpeechEnded(self.time, segment=audio, start=start_s, end=end_s, truncated=truncated)

@@ -80,6 +80,7 @@ from .duplex_inbox import (
 )
 from .duplex_speech_output import AnswerSpeaker, TTSEngine
 from .duplex_state import DuplexStateMachine
+from .duplex_turn_detector import TurnDetector, TurnParams, load_turn_detector
 from .duplex_turns import TurnWorkers
 from .duplex_vad import SpeechScorer, VADParams, VADSegmenter
 from .generation_vita import checkpoint_state_tokens, state_token_sequences
@@ -137,6 +138,10 @@ class DuplexSession:
         on_audio: optional callback receiving each `AudioOut` (called from the dispatcher thread; keep it short).
         reuse_prefix: keep the conversation's KV cache between turns and prefill only what is new (same answers;
             `prompt_cache_vita.py`); the prompt is bounded by the model's context either way.
+        turn: when the end-of-turn model is asked during a silence (`TurnParams`; default `TurnParams()`).
+        turn_detector: decides whether a silence ends the user's turn (`duplex_turn_detector.py`): "auto" (Smart
+            Turn when its ONNX file is installed, else the silence rule of `vad.stop_secs`, logged once), None
+            (the silence rule), or any object with `probability_complete(audio16k)` (tests pass a scripted one).
     """
 
     def __init__(
@@ -153,6 +158,8 @@ class DuplexSession:
         echo_margin_db: float = 10.0,
         on_audio: Callable[[AudioOut], None] | None = None,
         reuse_prefix: bool = True,
+        turn: TurnParams | None = None,
+        turn_detector: TurnDetector | str | None = "auto",
     ) -> None:
         self.model = model
         self.processor = processor
@@ -165,7 +172,9 @@ class DuplexSession:
             restart_with_consolidated_history=restart_with_consolidated_history,
             echo_margin_db=float(echo_margin_db),
         )
-        self._segmenter = VADSegmenter(vad, scorer=vad_scorer)
+        self._segmenter = VADSegmenter(
+            vad, scorer=vad_scorer, turn=turn, turn_detector=load_turn_detector(turn_detector)
+        )
         self._machine = DuplexStateMachine(
             max_frames=max_frames,
             max_history_turns=max_history_turns,
