@@ -52,7 +52,10 @@ def build_parser(default_model: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--realtime", action="store_true", help="pace the audio in real time (the model races it)")
     parser.add_argument("--tts", metavar="OUT_WAV", help="speak the answers into this wav, aligned on the input clock")
     parser.add_argument(
-        "--tts-engine", choices=("auto", "piper", "espeak"), default="auto", help="auto: Piper if installed"
+        "--tts-engine",
+        choices=("auto", "model", "piper", "espeak"),
+        default="auto",
+        help="auto: the checkpoint's own voice if it has a speech decoder, else Piper if installed, else espeak-ng",
     )
     parser.add_argument("--timeline", metavar="OUT_PNG", help="draw the event timeline to this PNG")
     parser.add_argument("--timeline-width", type=int, default=1200, help="width of the PNG in pixels")
@@ -127,7 +130,7 @@ def run_session(args: argparse.Namespace, stream: TextIO) -> int:
         raise CliError(f"--max-new-tokens must be at least 1, found {args.max_new_tokens}")
     model, processor = load_model_and_processor(model_path, args.trust_remote_code)
     try:
-        tts = make_tts(args.tts_engine) if args.tts else None
+        tts = make_tts(args.tts_engine, model, processor) if args.tts else None
     except ValueError as error:
         raise CliError(f"--tts: {error}") from error
     if args.tts and tts is None:

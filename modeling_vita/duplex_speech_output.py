@@ -16,17 +16,18 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import numpy as np
 
 from .duplex_audio_input import as_float32_mono, checked_rate, read_audio_file
 from .duplex_events import AudioOut, Event, Interrupted, ResponseDone, TextDelta
+from .duplex_model_voice import ModelVoice, has_model_voice
 
 logger = logging.getLogger(__name__)
 
-TTS_CHOICES = ("auto", "piper", "espeak", "none")
+TTS_CHOICES = ("auto", "model", "piper", "espeak", "none")
 # A sentence ends at . ? ! (ASCII or full width) followed by a space or the end, or at a newline.
 _SENTENCE_END = re.compile(r"(?<=[.?!])\s+|(?<=[。？！])|\n+")
 
@@ -81,15 +82,21 @@ class PiperTTS:
         return audio, int(chunks[0].sample_rate)
 
 
-def make_tts(engine: str = "auto") -> TTSEngine | None:
-    """The engine named `engine`: "piper", "espeak", "none" (None), or "auto" (Piper, else espeak-ng, else None).
+def make_tts(engine: str = "auto", model: Any = None, processor: Any = None) -> TTSEngine | None:
+    """The engine named `engine`: "model" (the checkpoint's own voice), "piper", "espeak", "none" (None), or "auto"
+    (the model's own voice when `model` has one, else Piper, else espeak-ng, else None).
 
-    An engine asked for by name that cannot start is a `ValueError` saying what to install.
+    An engine asked for by name that cannot start is a `ValueError` saying what to install (or, for "model", that
+    the checkpoint has no speech decoder).
     """
     if engine not in TTS_CHOICES:
         raise ValueError(f"tts engine must be one of {TTS_CHOICES}, found {engine!r}")
     if engine == "none":
         return None
+    if engine == "model" or (engine == "auto" and has_model_voice(model)):
+        if model is None or processor is None:
+            raise ValueError("tts='model' needs the model and its processor: make_tts('model', model, processor)")
+        return ModelVoice(model, processor.tokenizer)
     if engine in ("auto", "piper"):
         try:
             return PiperTTS()
@@ -217,6 +224,9 @@ class AnswerSpeaker:
     def _speak(self, turn_id: int, sentence: str) -> None:
         text = speakable_text(sentence)
         try:
+            if text and callable(getattr(self.tts, "stream", None)):
+                self._speak_chunks(turn_id, sentence, self.tts.stream(text))
+                return
             audio, rate = self.tts.synthesize(text) if text else (np.zeros(0, dtype=np.float32), 16_000)
             audio, rate = as_float32_mono(audio), checked_rate(rate)
         except Exception as error:
@@ -230,6 +240,16 @@ class AnswerSpeaker:
             self.on_interrupt(f"speech synthesis for turn {turn_id} stopped by {type(error).__name__}: {error}", error)
             return
         self.on_ready(AudioOut(0.0, audio=audio, sampling_rate=rate, text=sentence, turn_id=turn_id))
+
+    def _speak_chunks(self, turn_id: int, sentence: str, chunks: Iterator[tuple[np.ndarray, int]]) -> None:
+        # An engine that streams (the model's own voice) hands each chunk over as it is decoded; a silenced turn
+        # stops at the next chunk. The sentence's text rides on its first chunk (what the user hears first).
+        for index, (audio, rate) in enumerate(chunks):
+            if turn_id in self._silenced:
+                return
+            audio, rate = as_float32_mono(audio), checked_rate(rate)
+            text = sentence if index == 0 else ""
+            self.on_ready(AudioOut(0.0, audio=audio, sampling_rate=rate, text=text, turn_id=turn_id))
 
 
 __all__ = [

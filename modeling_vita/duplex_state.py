@@ -253,10 +253,10 @@ class DuplexStateMachine:
 
     def _speculate(self, event: SpeechPaused) -> list[Event | Action]:
         out = self._drop_speculation()
-        images = self.frames
+        history = self._snapshot()
+        images = self._images_for(history)
         turn = _ActiveTurn(self._new_id(), "audio", event.end, self._history_version, event.segment, images=images)
         self._speculative, self._held = (turn, (event.start, event.end)), []
-        history = self._snapshot()
         return [*out, StartTurn(turn.turn_id, audio=event.segment, history=history, images=images, time=event.time)]
 
     def _drop_speculation(self) -> list[Event | Action]:
@@ -290,11 +290,19 @@ class DuplexStateMachine:
         return shown[len(shown) - 2 * self.max_history_turns :] if self.max_history_turns else ()
 
     def _start_turn(self, kind: str, time: float, audio: np.ndarray | None = None, text: str = "") -> list[Action]:
-        images = self.frames
+        history = self._snapshot()
+        images = self._images_for(history)
         turn = _ActiveTurn(self._new_id(), kind, time, self._history_version, audio=audio, text=text, images=images)
         self._deciding[turn.turn_id] = turn
-        history = self._snapshot()
         return [StartTurn(turn.turn_id, kind=kind, audio=audio, text=text, history=history, images=images, time=time)]
+
+    def _images_for(self, history: tuple[Turn, ...]) -> tuple[Any, ...]:
+        """The frames the new input goes with: the unseen ones; the latest ones again if the prompt's history shows
+        none (it was cut by `max_history_turns`), so a conversation about an image never loses it."""
+        unseen = self.frames
+        if unseen or not self.max_frames or any(turn.images for turn in history):
+            return unseen
+        return tuple(self._frames)
 
     def _new_id(self) -> int:
         turn_id = self._next_turn_id

@@ -18,6 +18,8 @@ import numpy as np
 
 from .duplex_audio_input import resample
 from .duplex_events import (
+    AnswerDucked,
+    AnswerResumed,
     AudioOut,
     Error,
     Event,
@@ -47,6 +49,7 @@ COLOURS = {
     "answer": (240, 170, 40),
     "audio_out": (200, 120, 20),
     "interrupted": (220, 30, 30),
+    "ducked": (120, 120, 120),
     "error": (160, 0, 0),
 }
 STATE_LABELS = {VitaState.QUERY_AUDIO: "query", VitaState.NOISY_AUDIO: "noise", VitaState.QUERY_TEXT: "text"}
@@ -72,6 +75,10 @@ def describe(event: Event) -> str:
         return f"turn {event.turn_id}: interrupted, partial {event.text!r}"
     if isinstance(event, Ignored):
         return f"turn {event.turn_id}: ignored (noisy audio)"
+    if isinstance(event, AnswerDucked):
+        return f"turn {event.turn_id}: answer paused (the user speaks)"
+    if isinstance(event, AnswerResumed):
+        return f"turn {event.turn_id}: answer plays on (not a query)"
     if isinstance(event, Error):
         return f"turn {event.turn_id}: {event.message}" if event.turn_id is not None else event.message
     if isinstance(event, AudioOut):
@@ -111,25 +118,45 @@ class TimelinePrinter:
 # -- spoken answers -----------------------------------------------------------------------------------------------
 
 
-def place_clips(events: Sequence[Event]) -> list[tuple[float, float, AudioOut]]:
-    """`(start, stop, AudioOut)` on the input clock for every spoken clip.
+def place_clips(events: Sequence[Event]) -> list[tuple[float, float, AudioOut, float]]:
+    """`(start, stop, AudioOut, offset)` on the input clock for every piece of spoken clip a player plays.
 
-    A clip starts at its event time, or when the previous sentence of the same answer ends (sentences of one answer
-    follow each other, answers of different turns overlap and are mixed). A clip of an interrupted answer stops at
-    the interruption, as a player that flushes its queue would.
+    The player obeys the events: a clip starts at its event time, or when the previous clip of the same answer ends
+    (clips of one answer follow each other, answers of different turns overlap and are mixed); `answer_ducked`
+    pauses the answer and `answer_resumed` plays on from where it paused (a clip cut by a pause comes out as two
+    pieces, `offset` seconds into the clip for the second); `interrupted` drops the rest.
     """
-    interrupted = {event.turn_id: event.time for event in events if isinstance(event, Interrupted)}
-    placed, turn_end = [], {}
+    placed: list[tuple[float, float, AudioOut, float]] = []
+    queued: dict[int, list[list[Any]]] = {}  # per turn: [start, stop, event, offset] not yet cut by a pause
+    paused: dict[int, float] = {}
     for event in events:
-        if not isinstance(event, AudioOut) or not len(event.audio):
-            continue
-        start = max(event.time, turn_end.get(event.turn_id, 0.0))
-        stop = start + len(event.audio) / event.sampling_rate
-        turn_end[event.turn_id] = stop
-        stop = min(stop, interrupted.get(event.turn_id, stop))
-        if stop > start:
-            placed.append((start, stop, event))
-    return placed
+        turn_id = getattr(event, "turn_id", None)
+        if isinstance(event, AudioOut) and len(event.audio):
+            clips = queued.setdefault(turn_id, [])
+            start = max(event.time, clips[-1][1] if clips else 0.0, paused.get(turn_id, 0.0))
+            clips.append([start, start + len(event.audio) / event.sampling_rate, event, 0.0])
+        elif isinstance(event, AnswerDucked | Interrupted) and turn_id not in paused:
+            # Whatever had not played by now stays queued (a pause) or is dropped (an interruption).
+            keep = []
+            for clip in queued.get(turn_id, []):
+                if clip[0] < event.time:
+                    placed.append((clip[0], min(clip[1], event.time), clip[2], clip[3]))
+                if clip[1] > event.time and isinstance(event, AnswerDucked):
+                    played = max(event.time - clip[0], 0.0)
+                    keep.append([max(clip[0], event.time), clip[1], clip[2], clip[3] + played])
+            queued[turn_id] = keep
+            if isinstance(event, AnswerDucked):
+                paused[turn_id] = event.time
+        elif isinstance(event, AnswerResumed) and turn_id in paused:
+            shift = event.time - paused.pop(turn_id)
+            queued[turn_id] = [[a + shift, b + shift, e, o] for a, b, e, o in queued.get(turn_id, [])]
+        elif isinstance(event, Interrupted) and turn_id in paused:
+            paused.pop(turn_id)
+            queued[turn_id] = []
+    for turn_id, clips in queued.items():
+        if turn_id not in paused:
+            placed.extend((a, b, e, o) for a, b, e, o in clips)
+    return sorted((item for item in placed if item[1] > item[0]), key=lambda item: item[0])
 
 
 def mix_answers(
@@ -138,10 +165,11 @@ def mix_answers(
     """One track at least as long as the input, every spoken clip added at its place (see `place_clips`)."""
     placed = place_clips(events)
     rate = sampling_rate or (placed[0][2].sampling_rate if placed else 22_050)
-    length = max([input_secs, *(stop for _, stop, _ in placed)])
+    length = max([input_secs, *(stop for _, stop, _, _ in placed)])
     track = np.zeros(int(np.ceil(length * rate)), dtype=np.float32)
-    for start, stop, event in placed:
-        clip = resample(event.audio, event.sampling_rate, rate)[: int(round((stop - start) * rate))]
+    for start, stop, event, offset in placed:
+        skip = int(round(offset * rate))
+        clip = resample(event.audio, event.sampling_rate, rate)[skip : skip + int(round((stop - start) * rate))]
         offset = int(round(start * rate))
         clip = clip[: len(track) - offset]
         track[offset : offset + len(clip)] += clip
@@ -172,7 +200,7 @@ def draw_timeline(events: Sequence[Event], audio: np.ndarray, sampling_rate: int
     left, right = 110, width - 20
     input_secs = len(audio) / sampling_rate
     placed = place_clips(events)
-    total = max([input_secs, *(event.time for event in events), *(stop for _, stop, _ in placed), 1e-3])
+    total = max([input_secs, *(event.time for event in events), *(stop for _, stop, _, _ in placed), 1e-3])
 
     def x(secs: float) -> float:
         return left + (right - left) * secs / total
@@ -238,13 +266,18 @@ def draw_timeline(events: Sequence[Event], audio: np.ndarray, sampling_rate: int
             px = x(event.time)
             draw.line([(px, rows["input"][0]), (px, axis_y)], fill=COLOURS["interrupted"], width=2)
             draw.text((px + 4, rows["input"][0]), "interrupted", fill=COLOURS["interrupted"], font=small)
+        elif isinstance(event, AnswerDucked | AnswerResumed):
+            px, (top, bottom) = x(event.time), rows["spoken"]
+            label = "paused" if isinstance(event, AnswerDucked) else "plays on"
+            draw.line([(px, top - 4), (px, bottom + 4)], fill=COLOURS["ducked"], width=2)
+            draw.text((px + 3, bottom + 2), label, fill=COLOURS["ducked"], font=small)
         elif isinstance(event, Error):
             px = x(event.time)
             draw.line([(px, rows["state"][0]), (px, rows["state"][1])], fill=COLOURS["error"], width=1)
             draw.text((px + 3, rows["state"][0]), "error", fill=COLOURS["error"], font=small)
     for turn_id, start in answers.items():  # still running when the recording ended
         bar("answer", start, total, COLOURS["answer"], f"turn {turn_id}")
-    for start, stop, event in placed:
+    for start, stop, event, _ in placed:
         bar("spoken", start, stop, COLOURS["audio_out"], f"turn {event.turn_id}")
         draw.line([(x(start), rows["spoken"][0]), (x(start), rows["spoken"][1])], fill="white")  # clip boundary
     return image

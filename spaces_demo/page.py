@@ -178,7 +178,7 @@ def build_demo(
         max_history_turns = default_history_turns(runtime.model_path)
     space = VitaSpace(
         runtime,
-        tts=make_tts(tts),
+        tts=make_tts(tts, runtime.model, runtime.processor),
         limits=limits,
         max_new_tokens=max_new_tokens,
         max_history_turns=max_history_turns,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from modeling_vita.cli_vita_duplex import CliError, build_parser, load_model_and_processor, main
-from modeling_vita.duplex_events import Interrupted, SpeechEnded, StateDecided
+from modeling_vita.duplex_events import AnswerDucked, AnswerResumed, Interrupted, SpeechEnded, StateDecided
 from modeling_vita.duplex_session import AudioOut
 from modeling_vita.duplex_timeline import draw_timeline, mix_answers, place_clips
 from tests.utils import espeak, requires_espeak
@@ -188,12 +188,25 @@ def _clip(secs, time, turn_id, rate=8000):
 
 def test_clips_follow_each_other_within_a_turn_and_stop_at_an_interruption():
     events = [_clip(1.0, 2.0, 1), _clip(1.0, 2.0, 1), _clip(0.5, 2.5, 2), Interrupted(2.6, text="x", turn_id=1)]
-    placed = [(round(start, 3), round(stop, 3), event.turn_id) for start, stop, event in place_clips(events)]
+    placed = [(round(start, 3), round(stop, 3), event.turn_id) for start, stop, event, _ in place_clips(events)]
     assert placed == [(2.0, 2.6, 1), (2.5, 3.0, 2)]  # the second clip of turn 1 would start at 3.0 > 2.6: dropped
     track, rate = mix_answers(events, input_secs=5.0)
     assert rate == 8000 and len(track) == 5 * rate
     assert track[int(2.55 * rate)] == pytest.approx(0.5)  # turns 1 and 2 overlap there: mixed, not concatenated
     assert track[int(2.8 * rate)] == pytest.approx(0.25) and track[int(3.5 * rate)] == 0.0
+
+
+def test_a_ducked_answer_pauses_and_plays_on_from_where_it_paused():
+    ramp = AudioOut(1.0, audio=np.arange(16000, dtype=np.float32) / 16000, sampling_rate=8000, turn_id=1)
+    events = [ramp, AnswerDucked(2.0, turn_id=1), AnswerResumed(2.5, turn_id=1)]
+    placed = [(round(a, 3), round(b, 3), round(o, 3)) for a, b, _, o in place_clips(events)]
+    assert placed == [(1.0, 2.0, 0.0), (2.5, 3.5, 1.0)]  # the second second of the clip plays after the pause
+    track, rate = mix_answers(events, input_secs=4.0)
+    assert track[int(2.25 * rate)] == 0.0  # silent while paused
+    assert track[int(2.5 * rate)] == pytest.approx(ramp.audio[8000], abs=1e-3)  # on from where it paused
+    # Paused, then interrupted: the rest never plays.
+    cut = [(a, b) for a, b, _, _ in place_clips([ramp, AnswerDucked(2.0, turn_id=1), Interrupted(2.5, turn_id=1)])]
+    assert cut == [(1.0, 2.0)]
 
 
 def test_timeline_has_the_requested_width_without_audio_out():

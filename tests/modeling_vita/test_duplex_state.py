@@ -271,6 +271,14 @@ def test_frames_go_with_the_first_query_that_sees_them():
     assert [(t.content, t.images) for t in start.history] == [("", ("frame3", "frame4")), ("A cat.", ())]
     machine.handle(ImageInput(3.5, image="frame5"))
     assert machine.frames == ("frame5",)
+    # A prompt without history (max_history_turns=0) shows the latest frames again with every query.
+    forgetful = DuplexStateMachine(max_frames=2, max_history_turns=0)
+    forgetful.handle(ImageInput(0.1, image="still"))
+    for t in (1.0, 2.0):
+        (start,) = of(forgetful.handle(TextInput(t, text="and now?")), StartTurn)
+        assert start.images == ("still",) and start.history == ()
+        forgetful.handle(StateDecided(t + 0.1, state="query_text", turn_id=start.turn_id))
+        forgetful.handle(ResponseDone(t + 0.2, text="A cat.", turn_id=start.turn_id))
 
 
 def test_speech_onset_ducks_a_spoken_answer_and_a_query_cuts_it_where_it_was_heard():
