@@ -33,7 +33,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from .duplex_audio_input import SAMPLING_RATE, Resampler, as_float32_mono, checked_rate
-from .duplex_events import Event, SpeechDiscarded, SpeechEnded, SpeechStarted
+from .duplex_events import Event, SpeechDiscarded, SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted
 from .duplex_turn_detector import TurnDetector, TurnParams
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,10 @@ class VADParams:
             keeps short commands ("stop", "next one") and still drops coughs and clicks.
         max_segment_secs: speech longer than this is cut into a segment and continues in a new one (VITA had no
             limit; 30 s bounds the audio prompt and the latency of a never-ending stream).
+        speculate_secs: silence after which `SpeechPaused` offers the segment so far, so the session can start the
+            turn before the end of turn is decided (its answer is then ready when the turn ends; `SpeechResumed`
+            withdraws it if the user goes on). 0.1 s: three windows, after the post-roll (the offered segment is
+            the one `SpeechEnded` will carry) and before the turn model's first ask at 0.2 s. None: no offer.
     """
 
     threshold: float = 0.6
@@ -78,6 +82,7 @@ class VADParams:
     post_roll_secs: float = 0.1
     min_segment_secs: float = 0.5
     max_segment_secs: float = 30.0
+    speculate_secs: float | None = 0.1
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -91,6 +96,11 @@ class VADParams:
         for name in ("start_secs", "stop_secs", "pre_roll_secs", "post_roll_secs", "min_segment_secs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, found {getattr(self, name)}")
+        if self.speculate_secs is not None and self.speculate_secs < self.post_roll_secs:
+            raise ValueError(
+                f"speculate_secs must be None or >= post_roll_secs={self.post_roll_secs} (the offered segment ends "
+                f"post_roll_secs after the speech), found {self.speculate_secs}"
+            )
         if self.max_segment_secs <= max(self.min_segment_secs, self.start_secs):
             raise ValueError(
                 f"max_segment_secs must be > min_segment_secs={self.min_segment_secs} and "
@@ -288,6 +298,11 @@ class VADSegmenter:
         self._ask_windows = _windows(self.turn.short_silence_secs)
         self._reask_windows = _windows(self.turn.reask_secs)
         self._max_silence_windows = max(_windows(self.turn.max_silence_secs), self._ask_windows)
+        # Offered no earlier than the post-roll is complete, so the offer is the segment `SpeechEnded` would carry.
+        post_roll_windows = -(-self._post_roll // WINDOW_SIZE)
+        self._speculate_windows = (
+            None if p.speculate_secs is None else max(_windows(p.speculate_secs), post_roll_windows)
+        )
         self.reset()
 
     def reset(self) -> None:
@@ -301,6 +316,7 @@ class VADSegmenter:
         self._last_speech = 0  # end of the last speech window
         self._count = 0  # consecutive windows in STARTING / STOPPING
         self._turn_failed = False  # the turn detector raised during this segment
+        self._offered = False  # a SpeechPaused offered the segment and no speech came since
         self._framer.reset()
         if self.scorer is not None:
             self.scorer.reset_states()
@@ -368,6 +384,9 @@ class VADSegmenter:
             case VADState.STOPPING:
                 if probability >= p.threshold:
                     self.state, self._last_speech = VADState.SPEAKING, self._position
+                    if self._offered:
+                        self._offered = False
+                        events.append(SpeechResumed(self.time))
                 else:
                     self._count += 1
         if self.state == VADState.STARTING and self._count >= self._start_windows:
@@ -379,6 +398,11 @@ class VADSegmenter:
             events.append(SpeechStarted(self.time, start=self._onset / SAMPLING_RATE))
         elif self.state == VADState.STOPPING and self._silence_ends_turn():
             events.append(self._end_segment(truncated=False))
+        elif self.state == VADState.STOPPING and self._count == self._speculate_windows and not self._offered:
+            offer = self._segment_so_far()
+            if offer is not None:
+                self._offered = True
+                events.append(offer)
         if (
             self.state in (VADState.SPEAKING, VADState.STOPPING)
             and self._position - self._segment_start >= self._max_segment
@@ -414,12 +438,22 @@ class VADSegmenter:
         )
         return probability >= self.turn.threshold
 
+    def _segment_so_far(self) -> SpeechPaused | None:
+        """The segment as `_end_segment` would close it now, without closing it (None: it would be discarded)."""
+        if self._last_speech - self._onset < self._min_speech:
+            return None
+        end = min(self._last_speech + self._post_roll, self._position)
+        audio = np.concatenate(self._segment)[: end - self._segment_start]
+        start_s, end_s = self._segment_start / SAMPLING_RATE, end / SAMPLING_RATE
+        return SpeechPaused(self.time, segment=audio, start=start_s, end=end_s)
+
     def _end_segment(self, truncated: bool) -> Event:
         end = self._position if truncated else min(self._last_speech + self._post_roll, self._position)
         audio = np.concatenate(self._segment) if self._segment else np.zeros(0, dtype=np.float32)
         audio = audio[: end - self._segment_start]
         start_s, end_s = self._segment_start / SAMPLING_RATE, end / SAMPLING_RATE
         self.state, self._count, self._segment, self._turn_failed = VADState.QUIET, 0, [], False
+        self._offered = False
         if not truncated and self._last_speech - self._onset < self._min_speech:
             return SpeechDiscarded(self.time, start=start_s, end=end_s)
         return SpeechEnded(self.time, segment=audio, start=start_s, end=end_s, truncated=truncated)

@@ -134,6 +134,8 @@ def has(kind, count=1):
 
 
 def make_session(processor, model, **kwargs):
+    # Tones, not speech: the segments end on FAST_VAD's silence rule, not on a turn model's reading of a tone.
+    kwargs.setdefault("turn_detector", None)
     return DuplexSession(model, processor, vad=FAST_VAD, vad_scorer=EnergyScorer(), **kwargs)
 
 

@@ -12,7 +12,10 @@ from modeling_vita.duplex_turn_detector import SmartTurnDetector, TurnDetector, 
 from modeling_vita.duplex_vad import WINDOW_SIZE, VADParams, VADSegmenter, VADState
 
 W = WINDOW_SIZE / 16000  # 32 ms
-VAD = VADParams(threshold=0.6, start_secs=0.1, stop_secs=0.5, pre_roll_secs=0.25, post_roll_secs=0.1)
+# Without the early offers of the segment (`speculate_secs`, tested in test_duplex_vad.py): the edges only.
+VAD = VADParams(
+    threshold=0.6, start_secs=0.1, stop_secs=0.5, pre_roll_secs=0.25, post_roll_secs=0.1, speculate_secs=None
+)
 TURN = TurnParams(short_silence_secs=0.2, threshold=0.5, reask_secs=1.0, max_silence_secs=2.0)
 
 

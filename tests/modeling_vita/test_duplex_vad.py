@@ -23,18 +23,53 @@ from tests.utils import espeak
 W = WINDOW_SIZE / 16000  # 32 ms
 
 
+OFFERS = ("speech_paused", "speech_resumed")  # the early offers of a segment, tested on their own below
+
+
+def edges(events):
+    return [event for event in events if event.type not in OFFERS]
+
+
 def run(probabilities, params=None, samples=None):
     segmenter = VADSegmenter(params or VADParams())
-    return segmenter, segmenter.push_probabilities(probabilities, samples)
+    return segmenter, edges(segmenter.push_probabilities(probabilities, samples))
 
 
 def kinds(events):
-    return [event.type for event in events]
+    return [event.type for event in edges(events)]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Segmenter with scripted probabilities
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_pause_offers_the_segment_it_will_end_with_and_resumed_speech_withdraws_it():
+    params = VADParams(stop_secs=0.5, post_roll_secs=0.1, speculate_secs=0.1)
+    segmenter = VADSegmenter(params)
+    samples = np.random.default_rng(0).standard_normal(150 * WINDOW_SIZE).astype(np.float32)
+    # 1 s of speech, a 0.25 s pause (offered, then withdrawn), 1 s more, then silence: one segment.
+    probabilities = [0.05] * 10 + [0.9] * 31 + [0.05] * 8 + [0.9] * 31 + [0.05] * 70
+    events = segmenter.push_probabilities(probabilities, samples)
+    assert [e.type for e in events] == [
+        "speech_started",
+        "speech_paused",
+        "speech_resumed",
+        "speech_paused",
+        "speech_ended",
+    ]
+    first, last, ended = events[1], events[3], events[4]
+    # Offered once the 0.1 s post-roll is there (4 windows of silence: 0.128 s).
+    assert first.time == pytest.approx((10 + 31 + 4) * W) and first.end == pytest.approx((10 + 31) * W + 0.1)
+    # The last offer is exactly the segment that ends 0.4 s later: the session adopts the turn it started on it.
+    assert (last.start, last.end) == (ended.start, ended.end) and np.array_equal(last.segment, ended.segment)
+    # Speech too short to keep is never offered; speculate_secs=None offers nothing.
+    short = [e.type for e in VADSegmenter(params).push_probabilities([0.9] * 8 + [0.05] * 40)]
+    assert short == ["speech_started", "speech_discarded"]
+    plain = [e.type for e in VADSegmenter(VADParams(speculate_secs=None)).push_probabilities(probabilities)]
+    assert plain == ["speech_started", "speech_ended"]
+    with pytest.raises(ValueError, match="speculate_secs must be None or >= post_roll_secs"):
+        VADParams(post_roll_secs=0.2, speculate_secs=0.1)
 
 
 def test_silence_only_gives_no_events():
@@ -113,13 +148,13 @@ def test_chunks_of_any_length_give_the_same_segments():
     audio = np.zeros(16000 * 6, dtype=np.float32)
     audio[16000:40000] = 0.3 * np.sin(np.arange(24000) * 0.05)
     assert isinstance(EnergyScorer(), SpeechScorer)
-    whole = VADSegmenter(scorer=EnergyScorer()).push(audio)
+    whole = edges(VADSegmenter(scorer=EnergyScorer()).push(audio))
     scorer = EnergyScorer()
     chunked, position = [], 0
     segmenter = VADSegmenter(scorer=scorer)
     while position < len(audio):
         size = int(rng.integers(1, 3000))
-        chunked += segmenter.push((audio[position : position + size] * 32767).astype(np.int16))
+        chunked += edges(segmenter.push((audio[position : position + size] * 32767).astype(np.int16)))
         position += size
     assert kinds(whole) == kinds(chunked) == ["speech_started", "speech_ended"]
     assert chunked[1].start == whole[1].start and chunked[1].end == whole[1].end
@@ -214,7 +249,7 @@ def _segments(audio: np.ndarray, rate: int, chunk_secs: float = 0.02) -> list[Sp
     events = []
     for start in range(0, len(audio), step):
         events += segmenter.push(audio[start : start + step], sampling_rate=rate)
-    events += segmenter.flush()
+    events = edges(events + segmenter.flush())
     assert kinds(events) == ["speech_started", "speech_ended"] * (len(events) // 2), kinds(events)
     return [event for event in events if isinstance(event, SpeechEnded)]
 
