@@ -29,8 +29,8 @@ recorded in the history (`Turn.outcome`): answered (`response_done`), ignored (`
 
 Speculation: on `SpeechPaused` (the user went silent; the end of turn is not decided yet) the turn starts at once,
 hidden: its events are held (its text is handed to the speech engine ahead, `SpeakAhead`) until the `SpeechEnded`
-of the same segment adopts it and releases them in order, so the answer can be ready when the turn ends;
-`SpeechResumed` cancels it (`CancelTurn("speculation")`), and it never was an input.
+of the same segment (same start, no speech since) adopts it and releases them in order, so the answer can be ready
+when the turn ends; `SpeechResumed` cancels it (`CancelTurn("speculation")`), and it never was an input.
 
 Ducking: a speech onset while an answer is live pauses it at once (`answer_ducked`); when every input that arrived
 since then turned out not to be a query (too short, noise, a backchannel) it plays on (`answer_resumed`), and when
@@ -270,7 +270,9 @@ class DuplexStateMachine:
         return [SpeakAhead(event.turn_id, event=event)] if isinstance(event, (TextDelta, ResponseDone)) else []
 
     def _adopt_speculation(self, event: SpeechEnded) -> list[Event | Action] | None:
-        if self._speculative is None or self._speculative[1] != (event.start, event.end):
+        # The same segment: no speech came since the pause (it would have cancelled the turn); the end may hold a
+        # little more of the silence, which the model need not hear.
+        if self._speculative is None or self._speculative[1][0] != event.start or self._speculative[1][1] > event.end:
             return None
         turn, held = self._speculative[0], self._held
         self._speculative, self._held = None, []

@@ -70,8 +70,9 @@ class VADParams:
             limit; 30 s bounds the audio prompt and the latency of a never-ending stream).
         speculate_secs: silence after which `SpeechPaused` offers the segment so far, so the session can start the
             turn before the end of turn is decided (its answer is then ready when the turn ends; `SpeechResumed`
-            withdraws it if the user goes on). 0.1 s: three windows, after the post-roll (the offered segment is
-            the one `SpeechEnded` will carry) and before the turn model's first ask at 0.2 s. None: no offer.
+            withdraws it if the user goes on). 0.064 s: two windows, before the turn model's first ask at 0.2 s;
+            the offered segment has up to `post_roll_secs` of the silence (the model reads the same speech). None:
+            no offer.
     """
 
     threshold: float = 0.6
@@ -82,7 +83,7 @@ class VADParams:
     post_roll_secs: float = 0.1
     min_segment_secs: float = 0.5
     max_segment_secs: float = 30.0
-    speculate_secs: float | None = 0.1
+    speculate_secs: float | None = 0.064
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -96,11 +97,8 @@ class VADParams:
         for name in ("start_secs", "stop_secs", "pre_roll_secs", "post_roll_secs", "min_segment_secs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, found {getattr(self, name)}")
-        if self.speculate_secs is not None and self.speculate_secs < self.post_roll_secs:
-            raise ValueError(
-                f"speculate_secs must be None or >= post_roll_secs={self.post_roll_secs} (the offered segment ends "
-                f"post_roll_secs after the speech), found {self.speculate_secs}"
-            )
+        if self.speculate_secs is not None and self.speculate_secs <= 0:
+            raise ValueError(f"speculate_secs must be None or > 0, found {self.speculate_secs}")
         if self.max_segment_secs <= max(self.min_segment_secs, self.start_secs):
             raise ValueError(
                 f"max_segment_secs must be > min_segment_secs={self.min_segment_secs} and "
@@ -298,11 +296,7 @@ class VADSegmenter:
         self._ask_windows = _windows(self.turn.short_silence_secs)
         self._reask_windows = _windows(self.turn.reask_secs)
         self._max_silence_windows = max(_windows(self.turn.max_silence_secs), self._ask_windows)
-        # Offered no earlier than the post-roll is complete, so the offer is the segment `SpeechEnded` would carry.
-        post_roll_windows = -(-self._post_roll // WINDOW_SIZE)
-        self._speculate_windows = (
-            None if p.speculate_secs is None else max(_windows(p.speculate_secs), post_roll_windows)
-        )
+        self._speculate_windows = None if p.speculate_secs is None else _windows(p.speculate_secs)
         self.reset()
 
     def reset(self) -> None:

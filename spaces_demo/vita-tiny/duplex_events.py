@@ -72,7 +72,8 @@ class SpeechEnded(Event):
 
 @dataclass(frozen=True, eq=False)
 class SpeechPaused(Event):
-    """The user went silent; the segment may end here (same `segment`, `start`, `end` as its `SpeechEnded` would).
+    """The user went silent; the segment may end here (`segment` so far: its `SpeechEnded` has the same speech and
+    start, and at most `VADParams.post_roll_secs` more of the silence).
 
     The session starts the turn on it at once (speculatively: prefill, decision, answer, speech) and shows nothing
     of it until the `SpeechEnded` of the same segment confirms it; a `SpeechResumed` cancels it.

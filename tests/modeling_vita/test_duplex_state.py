@@ -339,9 +339,9 @@ def test_speech_resuming_after_a_pause_cancels_the_hidden_turn():
     out = machine.handle(SpeechEnded(2.5, segment=longer, start=0.4, end=2.4))
     (new,) = of(out, StartTurn)
     assert new.turn_id != start.turn_id and len(new.audio) == 32000
-    # A pause whose segment then ends differently is dropped the same way.
+    # A pause whose segment then ends differently (another start) is dropped the same way.
     (again,) = machine.handle(SpeechPaused(3.0, segment=audio, start=2.6, end=2.9))
-    out = machine.handle(SpeechEnded(3.5, segment=longer, start=2.6, end=3.4))
+    out = machine.handle(SpeechEnded(3.5, segment=longer, start=2.7, end=3.4))
     assert CancelTurn(again.turn_id, reason="speculation") in out and of(out, StartTurn)
 
 

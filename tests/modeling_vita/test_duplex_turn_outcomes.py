@@ -30,9 +30,9 @@ def outcomes(session):
     return [(t.turn_id, t.outcome) for t in session.history[1::2]]
 
 
-def prompt_length(processor, secs):
+def prompt_length(tiny_processor, secs):
     message = {"role": "user", "content": [{"type": "audio", "audio": silence(secs)}]}
-    inputs = processor.apply_chat_template([message], add_generation_prompt=True, tokenize=True, return_dict=True)
+    inputs = tiny_processor.apply_chat_template([message], add_generation_prompt=True, tokenize=True, return_dict=True)
     return len(inputs["input_ids"][0])
 
 

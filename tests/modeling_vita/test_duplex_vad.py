@@ -45,7 +45,7 @@ def kinds(events):
 
 
 def test_a_pause_offers_the_segment_it_will_end_with_and_resumed_speech_withdraws_it():
-    params = VADParams(stop_secs=0.5, post_roll_secs=0.1, speculate_secs=0.1)
+    params = VADParams(stop_secs=0.5, post_roll_secs=0.1, speculate_secs=0.064)
     segmenter = VADSegmenter(params)
     samples = np.random.default_rng(0).standard_normal(150 * WINDOW_SIZE).astype(np.float32)
     # 1 s of speech, a 0.25 s pause (offered, then withdrawn), 1 s more, then silence: one segment.
@@ -59,17 +59,19 @@ def test_a_pause_offers_the_segment_it_will_end_with_and_resumed_speech_withdraw
         "speech_ended",
     ]
     first, last, ended = events[1], events[3], events[4]
-    # Offered once the 0.1 s post-roll is there (4 windows of silence: 0.128 s).
-    assert first.time == pytest.approx((10 + 31 + 4) * W) and first.end == pytest.approx((10 + 31) * W + 0.1)
-    # The last offer is exactly the segment that ends 0.4 s later: the session adopts the turn it started on it.
-    assert (last.start, last.end) == (ended.start, ended.end) and np.array_equal(last.segment, ended.segment)
+    # Offered after 2 windows of silence, with the silence heard so far (less than the 0.1 s post-roll).
+    assert first.time == pytest.approx((10 + 31 + 2) * W) and first.end == pytest.approx((10 + 31 + 2) * W)
+    # The last offer is the segment that ends 0.4 s later, but for 36 ms more of the post-roll's silence: the
+    # session adopts the turn it started on it.
+    assert last.start == ended.start and ended.end - last.end == pytest.approx(0.1 - 2 * W)
+    assert np.array_equal(last.segment, ended.segment[: len(last.segment)])
     # Speech too short to keep is never offered; speculate_secs=None offers nothing.
     short = [e.type for e in VADSegmenter(params).push_probabilities([0.9] * 8 + [0.05] * 40)]
     assert short == ["speech_started", "speech_discarded"]
     plain = [e.type for e in VADSegmenter(VADParams(speculate_secs=None)).push_probabilities(probabilities)]
     assert plain == ["speech_started", "speech_ended"]
-    with pytest.raises(ValueError, match="speculate_secs must be None or >= post_roll_secs"):
-        VADParams(post_roll_secs=0.2, speculate_secs=0.1)
+    with pytest.raises(ValueError, match="speculate_secs must be None or > 0"):
+        VADParams(speculate_secs=0.0)
 
 
 def test_silence_only_gives_no_events():
