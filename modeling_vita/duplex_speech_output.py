@@ -115,6 +115,17 @@ def make_tts(engine: str = "auto", model: Any = None, processor: Any = None) -> 
         return None
 
 
+def trim_lead_in(
+    audio: np.ndarray, sampling_rate: int, floor_db: float = -50.0, keep_secs: float = 0.01
+) -> np.ndarray:
+    """`audio` without the silence an engine opens a clip with (Piper: about 50 ms), but `keep_secs` of it: the user
+    would wait through it before hearing the answer."""
+    audible = np.flatnonzero(np.abs(audio) > 10 ** (floor_db / 20))
+    if not len(audible):
+        return audio
+    return audio[max(int(audible[0]) - int(keep_secs * sampling_rate), 0) :]
+
+
 def speakable_text(text: str) -> str:
     """`text` without control characters and U+FFFD (espeak-ng refuses a NUL byte; an untrained checkpoint's
     answers are full of them); "" when nothing speakable is left."""
@@ -239,6 +250,7 @@ class AnswerSpeaker:
             logger.warning("speech synthesis for turn %d stopped by %s", turn_id, type(error).__name__)
             self.on_interrupt(f"speech synthesis for turn {turn_id} stopped by {type(error).__name__}: {error}", error)
             return
+        audio = trim_lead_in(audio, rate)
         self.on_ready(AudioOut(0.0, audio=audio, sampling_rate=rate, text=sentence, turn_id=turn_id))
 
     def _speak_chunks(self, turn_id: int, sentence: str, chunks: Iterator[tuple[np.ndarray, int]]) -> None:
@@ -261,4 +273,5 @@ __all__ = [
     "make_tts",
     "speakable_text",
     "split_sentences",
+    "trim_lead_in",
 ]

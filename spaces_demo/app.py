@@ -22,9 +22,10 @@ Limits (`limits.Limits`, listed in the header by `limits.describe_limits`): byte
 (`launch(max_file_size=...)` and again in Python), seconds of audio and video, megapixels, characters, seconds a
 real-time conversation may stream. Media are read only from gradio's upload folder (`allowed_paths` is not widened).
 
-Run: `python -m spaces_demo.app [--model PATH] [--host H] [--port P] [--tts auto|piper|espeak|none]` (model: `--model`,
-else `$VITA_MODEL`, else `vita-tiny/` beside this file); on a Space, `app.py` runs as a script. Importing this module
-loads no model and starts no server. The same checkpoint from the command line: `python -m spaces_demo.cli` (`cli.py`).
+Run: `python -m spaces_demo.app [--model PATH] [--host H] [--port P] [--tts auto|model|piper|espeak|none]` (model:
+`--model`, else `$VITA_MODEL`, else `vita-tiny/` beside this file); on a Space, `app.py` runs as a script. Importing
+this module loads no model and starts no server. The same checkpoint from the command line: `python -m spaces_demo.cli`
+(`cli.py`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ streamed, a playback queue for the spoken sentences, and the timeline picture dr
 
 Playback: gradio's streaming audio output needs ffmpeg on the server and cannot be cut once sent, so spoken clips go
 out one by one through a plain autoplaying `gr.Audio`: the next clip is released when the previous one has played
-(wall clock), and an interruption releases a short silence, which replaces (so stops) the clip still playing.
+(wall clock), and an interruption releases a short silence, which replaces (so stops) the clip still playing. A ducked
+answer (`answer_ducked`: the user started speaking) is stopped the same way, its unplayed rest kept at the head of the
+queue, and nothing more is released until `answer_resumed` (it plays on from there) or `interrupted` (dropped).
 
 Input: gradio 6.31's microphone sends 0.1 s chunks whatever `stream_every` says, and a chunk recorded while the server
 has not yet asked for the next one is dropped, not queued. The session's clock counts the audio that arrived, so on a
@@ -36,6 +38,8 @@ from PIL import Image
 
 from modeling_vita.duplex_audio_input import as_float32_mono, resample
 from modeling_vita.duplex_events import (
+    AnswerDucked,
+    AnswerResumed,
     AudioOut,
     Error,
     Event,
@@ -131,6 +135,8 @@ class RealtimeHandler:
         self._interrupted: set[int] = set()
         self._clips: list[tuple[int, np.ndarray, int]] = []  # (turn_id, samples, rate) waiting to be played
         self._playing_until = 0.0
+        self._playing: tuple[int, np.ndarray, int, float] | None = None  # (turn_id, samples, rate, started at)
+        self._paused = False  # an answer is ducked: nothing is released until it resumes or is interrupted
         self._cut_pending = False
         self._closed = False
         # Kept by the page: when the timeline picture was last sent and whether events made it stale since.
@@ -255,9 +261,16 @@ class RealtimeHandler:
         elif isinstance(event, Interrupted):
             self._line(event, "INTERRUPTED", f"turn {event.turn_id} stopped after {event.text!r}")
             self._interrupted.add(event.turn_id)
+            self._paused = False
             self._drop_clips(event.turn_id)
         elif isinstance(event, Ignored):
             self._line(event, "ignored: background talk", f"turn {event.turn_id}, the answer goes on")
+        elif isinstance(event, AnswerDucked):
+            self._line(event, "answer paused: you speak", f"turn {event.turn_id}")
+            self._pause()
+        elif isinstance(event, AnswerResumed):
+            self._line(event, "answer plays on: not a question", f"turn {event.turn_id}")
+            self._paused = False
         elif isinstance(event, Error):
             logger.warning("real-time session error at %.2f s: %s", event.time, event.message)
             self._line(event, "error", event.message)
@@ -268,18 +281,29 @@ class RealtimeHandler:
             self._cut_pending = True  # something of that answer plays or would play: stop it
         self._clips = [clip for clip in self._clips if clip[0] != turn_id]
 
+    def _pause(self) -> None:
+        """Stop what plays now and keep its unplayed rest at the head of the queue (a browser clip cannot pause)."""
+        self._paused, now = True, self.clock()
+        if self._playing is not None and now < self._playing_until:
+            turn_id, samples, rate, started = self._playing
+            rest = samples[int((now - started) * rate) :]
+            if len(rest):
+                self._clips.insert(0, (turn_id, rest, rate))
+            self._cut_pending = True
+
     def _next_clip(self) -> tuple[int, np.ndarray] | None:
         now = self.clock()
         if self._cut_pending:
             self._cut_pending = False
-            self._playing_until = now + CUT_SECS
+            self._playing, self._playing_until = None, now + CUT_SECS
             rate = self._clips[0][2] if self._clips else 16_000
             return rate, np.zeros(int(rate * CUT_SECS), dtype=np.int16)
-        if not self._clips or now < self._playing_until:
+        if not self._clips or now < self._playing_until or self._paused:
             return None
         # Everything queued goes out as one clip at the first clip's rate; it plays to its end before the next.
         rate = self._clips[0][2]
         audio = np.concatenate([resample(samples, clip_rate, rate) for _, samples, clip_rate in self._clips])
+        self._playing = (self._clips[-1][0], audio, rate, now)
         self._clips = []
         self._playing_until = now + len(audio) / rate
         return rate, (np.clip(audio, -1.0, 1.0) * 32767).astype(np.int16)

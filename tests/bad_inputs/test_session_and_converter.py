@@ -137,7 +137,7 @@ def test_a_bad_image_is_an_error_event_and_never_enters_the_frames(session, tmp_
     session.push_text("What is in the picture?")
     events.until(has("response_done"))
     assert [e.type for e in events.events] == ["error", "state_decided", "text_delta", "response_done"]
-    (frame,) = session._machine.frames  # the good image only, decoded
+    (frame,) = session.history[0].images  # the good image only, decoded, shown with the query
     assert isinstance(frame, Image.Image) and frame.mode == "RGB" and frame.size == (56, 56)
     assert "<image>" in session.processor.decode(session.model_calls[0][0])
 

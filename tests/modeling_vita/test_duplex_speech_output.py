@@ -119,3 +119,13 @@ def test_without_on_interrupt_an_interrupt_ends_the_speech_thread_as_in_any_thre
     speaker.feed(TextDelta(0.0, text="One. ", turn_id=1))
     speaker._thread.join(5)
     assert caught == [KeyboardInterrupt] and not speaker._thread.is_alive()
+
+
+def test_the_silence_a_clip_opens_with_is_trimmed_but_for_10_ms():
+    from modeling_vita.duplex_speech_output import trim_lead_in
+
+    rate = 16_000
+    clip = np.concatenate([np.zeros(800, np.float32), np.full(1600, 0.2, np.float32), np.zeros(800, np.float32)])
+    trimmed = trim_lead_in(clip, rate)
+    assert len(trimmed) == len(clip) - 800 + 160 and trimmed[160] == pytest.approx(0.2) and not trimmed[:160].any()
+    assert len(trim_lead_in(np.zeros(100, np.float32), rate)) == 100  # all silence: left as it is

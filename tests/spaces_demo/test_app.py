@@ -118,7 +118,7 @@ def test_tts_choice(tiny_runtime):
     assert space_page.make_tts is duplex_speech_output.make_tts  # one make_tts in the project
     assert space_app.build_parser().parse_args(["--tts", "espeak"]).tts == "espeak"
     assert space_page.build_demo(runtime=tiny_runtime, tts="none").vita_space.tts is None
-    with pytest.raises(ValueError, match=r"one of \('auto', 'piper', 'espeak', 'none'\), found 'say'"):
+    with pytest.raises(ValueError, match=r"one of \('auto', 'model', 'piper', 'espeak', 'none'\), found 'say'"):
         space_page.build_demo(runtime=tiny_runtime, tts="say")
     if shutil.which("espeak-ng"):
         engine = space_page.build_demo(runtime=tiny_runtime, tts="espeak").vita_space.tts

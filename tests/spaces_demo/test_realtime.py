@@ -16,6 +16,8 @@ import pytest
 
 from modeling_vita import duplex_timeline
 from modeling_vita.duplex_events import (
+    AnswerDucked,
+    AnswerResumed,
     AudioOut,
     Ignored,
     Interrupted,
@@ -111,11 +113,13 @@ def test_handler_shows_question_ignored_talk_and_interruption(tiny_runtime, spee
     assert ignored.turn_id == 2 and interrupted.turn_id == 1 and done.turn_id == 3
     assert interrupted.time >= segments[2].end  # cut by the second question, not by the background talk
     assert interrupted.text and len(interrupted.text) < 400  # it stopped early with the text it had
-    assert [(turn.role, turn.interrupted) for turn in history] == [
-        ("user", False),
-        ("assistant", True),
-        ("user", False),
-        ("assistant", False),
+    assert [(turn.role, turn.turn_id, turn.outcome) for turn in history] == [
+        ("user", 1, "interrupted"),
+        ("assistant", 1, "interrupted"),
+        ("user", 2, "ignored"),  # the background talk has its entry too, never shown to the model again
+        ("assistant", 2, "ignored"),
+        ("user", 3, "answered"),
+        ("assistant", 3, "answered"),
     ]
     assert script.calls == 3  # one generate per segment: no second prefill for the interrupting question
 
@@ -189,6 +193,27 @@ def test_spoken_clips_play_one_after_another_and_an_interruption_cuts_them():
     assert handler.emit().speech is None  # a late clip of it too
     handler.close()
     assert session.closed
+
+
+def test_a_ducked_answer_stops_and_plays_on_from_where_it_stopped():
+    now = [0.0]
+    handler = RealtimeHandler(_fake_runtime(), clock=lambda: now[0])
+    session = handler.session
+    ramp = AudioOut(1.0, audio=np.linspace(0, 0.9, 22_050, dtype=np.float32), sampling_rate=22_050, turn_id=1)
+    session.pending = [ramp]
+    assert len(handler.emit().speech[1]) == 22_050  # plays from 0.0 to 1.0
+    now[0] = 0.4
+    session.pending = [AnswerDucked(2.0, turn_id=1)]
+    rate, cut = handler.emit().speech
+    assert len(cut) == int(rate * CUT_SECS) and not cut.any()  # stopped at once
+    now[0] = 2.0
+    assert handler.emit().speech is None  # paused: nothing more while the user speaks
+    session.pending = [AnswerResumed(2.5, turn_id=1)]
+    rest = handler.emit().speech[1]
+    assert len(rest) == 22_050 - int(0.4 * 22_050)  # the unplayed 0.6 s, from where it stopped
+    assert rest[0] == int(np.clip(ramp.audio[int(0.4 * 22_050)], -1, 1) * 32767)
+    assert any("answer paused" in line for _, line in handler._lines)
+    handler.close()
 
 
 def test_stereo_and_float_chunks_are_mixed_down_and_the_stream_limit_names_both_values():
