@@ -431,7 +431,7 @@ class DuplexSession:
             if isinstance(output, StartTurn):
                 self._workers.start(output)
             elif isinstance(output, CancelTurn):
-                self._cancel_turn(output.turn_id)
+                self._cancel_turn(output.turn_id, output.reason)
             elif isinstance(output, SpeakAhead):
                 if self._speaker is not None:
                     self._speaker.feed_ahead(output.event)
@@ -444,8 +444,8 @@ class DuplexSession:
                 self._outbox.put(output)
                 self._speak(output)
 
-    def _cancel_turn(self, turn_id: int) -> None:
-        self._workers.cancel(turn_id)
+    def _cancel_turn(self, turn_id: int, reason: str = "interrupted") -> None:
+        self._workers.cancel(turn_id, reason)
         if self._speaker is not None:
             self._speaker.silence(turn_id)
 

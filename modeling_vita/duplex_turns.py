@@ -37,6 +37,7 @@ class TurnControl:
     turn_id: int
     stop: threading.Event = field(default_factory=threading.Event)
     cancelled: bool = False
+    reason: str = ""  # why it was cancelled (`CancelTurn.reason`)
     thread: threading.Thread | None = None
 
 
@@ -78,10 +79,10 @@ class TurnWorkers:
         self.turns[action.turn_id] = control
         control.thread.start()
 
-    def cancel(self, turn_id: int) -> None:
+    def cancel(self, turn_id: int, reason: str = "interrupted") -> None:
         control = self.turns.get(turn_id)
         if control is not None:
-            control.cancelled = True
+            control.cancelled, control.reason = True, reason
             control.stop.set()
 
     def finished(self, turn_id: int) -> None:
@@ -118,8 +119,11 @@ class TurnWorkers:
             prepared = self.prompts.prepare_turn(action)
             allowed = None if action.state is None else [action.state]
             run_turn(self.model, prepared.inputs, streamer, allowed, self.generation_kwargs)
-            if streamer.state in (VitaState.QUERY_AUDIO, VitaState.QUERY_TEXT):
-                self.prompts.keep(prepared)  # its prompt is the prefix of the next turns' (noise never is)
+            # Its prompt is the prefix of the next turns' if it is a query the history keeps: not noise, not a turn
+            # started on a pause the user spoke through, not one superseded or replaced.
+            kept = not control.cancelled or control.reason in ("interrupted", "error")
+            if kept and streamer.state in (VitaState.QUERY_AUDIO, VitaState.QUERY_TEXT):
+                self.prompts.keep(prepared)
             if not control.cancelled:
                 self._event(ResponseDone(0.0, turn_id=turn_id))
         except Exception as error:
