@@ -41,7 +41,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -78,6 +77,7 @@ from .duplex_inbox import (
     TypedText,
     WorkerEvent,
 )
+from .duplex_session_options import DEFAULT_GENERATION_KWARGS, SessionOptions, SessionState
 from .duplex_speech_output import AnswerSpeaker, TTSEngine
 from .duplex_state import DuplexStateMachine
 from .duplex_turn_detector import TurnDetector, TurnParams, load_turn_detector
@@ -88,31 +88,7 @@ from .prompt_cache_vita import PromptCache, context_budget
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_GENERATION_KWARGS = {"max_new_tokens": 64, "do_sample": False}
 _RAISE = object()  # in the outbox right after the `error` of an interrupt: `events` raises it there, in order
-
-
-@dataclass(frozen=True)
-class SessionOptions:
-    """The tunables of a `DuplexSession` (see its arguments)."""
-
-    generation_kwargs: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_GENERATION_KWARGS))
-    max_frames: int = 4
-    max_history_turns: int | None = None
-    restart_with_consolidated_history: bool = False
-    echo_margin_db: float = 10.0
-
-    def __post_init__(self) -> None:
-        if "streamer" in self.generation_kwargs:
-            raise ValueError("generation_kwargs must not set 'streamer' (the session owns it), found one")
-
-
-@dataclass
-class SessionState:
-    """What the dispatcher thread changes as the conversation goes (only that thread writes it)."""
-
-    input_secs: float = 0.0  # the audio clock
-    echo: EchoGuard = field(default_factory=EchoGuard)
 
 
 class DuplexSession:

@@ -42,8 +42,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -74,34 +73,9 @@ from .duplex_events import (
     VitaState,
 )
 from .duplex_playback import AnswerPlayback
+from .duplex_turn_records import ActiveTurn, Duck, DuplexState
 
 logger = logging.getLogger(__name__)
-
-
-class DuplexState(str, Enum):
-    LISTENING = "listening"
-    USER_SPEAKING = "user_speaking"
-    DECIDING = "deciding"
-    RESPONDING = "responding"
-
-
-@dataclass
-class _ActiveTurn:
-    turn_id: int
-    kind: str  # "audio" or "text"
-    started_at: float
-    history_version: int
-    audio: np.ndarray | None = None
-    text: str = ""
-    state: VitaState | None = None
-    images: tuple[Any, ...] = ()
-    parts: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Duck:
-    turn_id: int  # the answer that is paused
-    holders: set[int] = field(default_factory=set)  # turns started since the duck that have not decided yet
 
 
 class DuplexStateMachine:
@@ -131,8 +105,8 @@ class DuplexStateMachine:
         self.max_history_turns = max_history_turns
         self.restart_with_consolidated_history = restart_with_consolidated_history
         self.speaks_answers = speaks_answers
-        self._deciding: dict[int, _ActiveTurn] = {}
-        self._responding: _ActiveTurn | None = None
+        self._deciding: dict[int, ActiveTurn] = {}
+        self._responding: ActiveTurn | None = None
         self.reset()
 
     def reset(self) -> list[Action]:
@@ -146,8 +120,8 @@ class DuplexStateMachine:
         self._deciding = {}
         self._responding = None
         self._playback: AnswerPlayback | None = None  # the latest answer's speech (may outlive its text)
-        self._duck: _Duck | None = None
-        self._speculative: tuple[_ActiveTurn, tuple[float, float]] | None = None  # the hidden turn, its span
+        self._duck: Duck | None = None
+        self._speculative: tuple[ActiveTurn, tuple[float, float]] | None = None  # the hidden turn, its span
         self._held: list[Event] = []  # the hidden turn's events, in order
         self._speaking = False
         self._next_turn_id = 1
@@ -255,7 +229,7 @@ class DuplexStateMachine:
         out = self._drop_speculation()
         history = self._snapshot()
         images = self._images_for(history)
-        turn = _ActiveTurn(self._new_id(), "audio", event.end, self._history_version, event.segment, images=images)
+        turn = ActiveTurn(self._new_id(), "audio", event.end, self._history_version, event.segment, images=images)
         self._speculative, self._held = (turn, (event.start, event.end)), []
         return [*out, StartTurn(turn.turn_id, audio=event.segment, history=history, images=images, time=event.time)]
 
@@ -294,7 +268,7 @@ class DuplexStateMachine:
     def _start_turn(self, kind: str, time: float, audio: np.ndarray | None = None, text: str = "") -> list[Action]:
         history = self._snapshot()
         images = self._images_for(history)
-        turn = _ActiveTurn(self._new_id(), kind, time, self._history_version, audio=audio, text=text, images=images)
+        turn = ActiveTurn(self._new_id(), kind, time, self._history_version, audio=audio, text=text, images=images)
         self._deciding[turn.turn_id] = turn
         return [StartTurn(turn.turn_id, kind=kind, audio=audio, text=text, history=history, images=images, time=time)]
 
@@ -408,7 +382,7 @@ class DuplexStateMachine:
         live = self._live_turn(time)
         if live is None or self._duck is not None:
             return []
-        self._duck = _Duck(live)
+        self._duck = Duck(live)
         if self._playback is not None and self._playback.turn_id == live:
             self._playback.pause(time)
         return [AnswerDucked(time, turn_id=live)]
@@ -452,7 +426,7 @@ class DuplexStateMachine:
 
     # -- history --------------------------------------------------------------------------------------------------
 
-    def _commit(self, turn: _ActiveTurn, answer: str, outcome: str) -> None:
+    def _commit(self, turn: ActiveTurn, answer: str, outcome: str) -> None:
         interrupted = outcome == "interrupted" or (outcome == "error" and turn.state is not None)
         common = {"turn_id": turn.turn_id, "outcome": outcome}
         user = Turn("user", turn.text, turn.state, audio=turn.audio, images=turn.images, **common)

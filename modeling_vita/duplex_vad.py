@@ -1,10 +1,7 @@
 """Voice activity detection and speech segmentation for VITA's duplex mode (numpy + onnxruntime, no torch).
 
-Two parts, each usable alone:
-    - `SileroVAD`: a `SpeechScorer` running the Silero VAD v6 ONNX model bundled in the `silero-vad` wheel directly
-      with onnxruntime. The package itself is never imported: `import silero_vad` calls `torch.set_num_threads(1)`
-      for the whole process. One state per stream, exactly 512-sample windows at 16 kHz with the 64-sample context
-      the model expects.
+The speech scorer is `SileroVAD` (`duplex_silero.py`, re-exported here); the chunks are cut into its windows by
+`duplex_framing.py`. This module holds the segmenter:
     - `VADSegmenter`: a four-state machine QUIET -> STARTING -> SPEAKING -> STOPPING (as pipecat's `VADAnalyzer`)
       fed with one speech probability per 32 ms window. It reports only stable edges (`SpeechStarted`,
       `SpeechEnded` with the segment, `SpeechDiscarded` for too short speech), keeps a pre-roll so the onset is not
@@ -20,27 +17,20 @@ goes on with the next chunk.
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from functools import lru_cache
-from pathlib import Path
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .duplex_audio_input import SAMPLING_RATE, Resampler, as_float32_mono, checked_rate
+from .duplex_audio_input import SAMPLING_RATE, Resampler, as_float32_mono
 from .duplex_events import Event, SpeechDiscarded, SpeechEnded, SpeechPaused, SpeechResumed, SpeechStarted
+from .duplex_framing import WINDOW_SECS, WINDOW_SIZE, Framer
+from .duplex_silero import SileroVAD, SpeechScorer, silero_model_path
 from .duplex_turn_detector import TurnDetector, TurnParams
 
 logger = logging.getLogger(__name__)
-
-WINDOW_SIZE = 512  # Silero v5/v6 at 16 kHz takes exactly 512 new samples (32 ms) a call
-WINDOW_SECS = WINDOW_SIZE / SAMPLING_RATE
-CONTEXT_SIZE = 64  # samples of the previous window the ONNX model expects in front of each window
 
 
 @dataclass(frozen=True)
@@ -113,131 +103,6 @@ class VADState(str, Enum):
     STOPPING = "stopping"
 
 
-class _Framer:
-    """Validate chunks, resample them to 16 kHz and cut them into 512-sample windows (the rest is buffered)."""
-
-    def __init__(self) -> None:
-        self._resampler: Resampler | None = None
-        self._pending = np.zeros(0, dtype=np.float32)
-
-    def reset(self) -> None:
-        self._resampler = None
-        self._pending = np.zeros(0, dtype=np.float32)
-
-    def __call__(self, chunk: np.ndarray, sampling_rate: int) -> np.ndarray:
-        samples, rate = as_float32_mono(chunk), checked_rate(sampling_rate)
-        current = SAMPLING_RATE if self._resampler is None else self._resampler.orig_sr
-        if rate != current:
-            # The rate changed mid-stream: the old resampler's held-back lookahead is flushed first, so no input is
-            # lost and the 16 kHz clock stays equal to the input's duration (within a sample per change).
-            resampler = None if rate == SAMPLING_RATE else Resampler(rate, SAMPLING_RATE)  # built before any change
-            if self._resampler is not None:
-                self._pending = np.concatenate([self._pending, self._resampler.flush()])
-            self._resampler = resampler
-        if self._resampler is not None:
-            samples = self._resampler(samples)
-        self._pending = np.concatenate([self._pending, samples])
-        count = len(self._pending) // WINDOW_SIZE
-        windows = self._pending[: count * WINDOW_SIZE].reshape(count, WINDOW_SIZE)
-        self._pending = self._pending[count * WINDOW_SIZE :]
-        return windows
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Scorers
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@runtime_checkable
-class SpeechScorer(Protocol):
-    """Gives the speech probability of consecutive 512-sample float32 windows at 16 kHz of one stream."""
-
-    def score(self, window: np.ndarray) -> float: ...
-
-    def reset_states(self) -> None: ...
-
-
-def silero_model_path(filename: str = "silero_vad.onnx") -> Path:
-    """Path of an ONNX model bundled in the `silero-vad` wheel, found without importing the package."""
-    # find_spec on a top-level name locates the package without executing its __init__ (which imports torch).
-    spec = importlib.util.find_spec("silero_vad")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    for location in locations:
-        candidate = Path(location) / "data" / filename
-        if candidate.is_file():
-            return candidate
-    try:
-        for file in importlib.metadata.files("silero-vad") or []:
-            if file.name == filename:
-                return Path(file.locate())
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    raise FileNotFoundError(
-        f"Silero VAD model {filename!r} not found; install it with `pip install --no-deps silero-vad` "
-        "(the wheel bundles the ONNX models) or pass `model_path`"
-    )
-
-
-@lru_cache(maxsize=4)
-def _onnx_session(path: str, num_threads: int):
-    import onnxruntime  # imported here so the pure segmenter does not need it
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = num_threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    # The model's tensors are tiny (a 576-sample window, a 2x1x128 state); the default memory arena would reserve
-    # about 20 MB more than the scoring ever needs.
-    options.enable_cpu_mem_arena = False
-    # One session per model file is shared by every stream (`run` is thread-safe); each SileroVAD keeps its state.
-    return onnxruntime.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
-
-
-class SileroVAD:
-    """Silero VAD v6 (ONNX, onnxruntime) for one audio stream.
-
-    `score(window)` takes exactly 512 float32 samples at 16 kHz; `__call__(chunk, sampling_rate)` takes chunks of any
-    length, rate (resampled) and dtype (int16 or float) and returns the probabilities of the windows completed.
-
-    Args:
-        model_path: the ONNX file; default: `silero_vad.onnx` from the installed `silero-vad` wheel.
-        num_threads: onnxruntime intra-op threads (1 is fastest for a 32 ms window).
-    """
-
-    window_size = WINDOW_SIZE
-    sampling_rate = SAMPLING_RATE
-
-    def __init__(self, model_path: str | Path | None = None, num_threads: int = 1) -> None:
-        path = Path(model_path) if model_path is not None else silero_model_path()
-        self._session = _onnx_session(str(path), num_threads)
-        self._sr = np.array(SAMPLING_RATE, dtype=np.int64)
-        self._framer = _Framer()
-        self.reset_states()
-
-    def reset_states(self) -> None:
-        """Start a new stream: zero the recurrent state and the context, drop buffered samples."""
-        self._state = np.zeros((2, 1, 128), dtype=np.float32)
-        self._context = np.zeros(CONTEXT_SIZE, dtype=np.float32)
-        self._framer.reset()
-
-    def score(self, window: np.ndarray) -> float:
-        if not isinstance(window, np.ndarray) or window.dtype != np.float32 or window.shape != (WINDOW_SIZE,):
-            found = f"{type(window).__name__} {getattr(window, 'dtype', '')} {getattr(window, 'shape', '')}"
-            raise ValueError(f"SileroVAD.score expects a float32 array of shape ({WINDOW_SIZE},), found {found}")
-        if not np.isfinite(window).all():
-            raise ValueError(
-                f"SileroVAD.score expects finite samples, found {np.count_nonzero(~np.isfinite(window))} NaN/inf"
-            )
-        model_input = np.concatenate([self._context, window])[None, :]  # (1, 64 + 512)
-        output, self._state = self._session.run(None, {"input": model_input, "state": self._state, "sr": self._sr})
-        self._context = window[-CONTEXT_SIZE:]
-        return float(output[0, 0])
-
-    def __call__(self, chunk: np.ndarray, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
-        windows = self._framer(chunk, sampling_rate)
-        return np.array([self.score(window) for window in windows], dtype=np.float32)
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Segmenter
 # ---------------------------------------------------------------------------------------------------------------------
@@ -284,7 +149,7 @@ class VADSegmenter:
         self.scorer = scorer
         self.turn = turn if turn is not None else TurnParams()
         self.turn_detector = turn_detector
-        self._framer = _Framer()
+        self._framer = Framer()
         p = self.params
         self._start_windows = _windows(p.start_secs)
         self._stop_windows = _windows(p.stop_secs)

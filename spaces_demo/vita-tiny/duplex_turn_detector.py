@@ -17,8 +17,6 @@ or answers late. Here a turn model decides at a short silence (`TurnParams`, the
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,6 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from .duplex_audio_input import SAMPLING_RATE
+from .duplex_onnx import bundled_model_path, onnx_session
 
 logger = logging.getLogger(__name__)
 
@@ -93,34 +92,7 @@ class TurnDetector(Protocol):
 
 def smart_turn_model_path(filename: str = SMART_TURN_FILE) -> Path:
     """Path of the Smart Turn ONNX model bundled in the `pipecat-ai` wheel, found without importing pipecat."""
-    # find_spec on a top-level name locates the package without running its __init__ (which imports loguru).
-    spec = importlib.util.find_spec("pipecat")
-    for location in list(spec.submodule_search_locations or []) if spec is not None else []:
-        candidate = Path(location) / "audio" / "turn" / "smart_turn" / "data" / filename
-        if candidate.is_file():
-            return candidate
-    try:
-        for file in importlib.metadata.files("pipecat-ai") or []:
-            if file.name == filename:
-                return Path(file.locate())
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    raise FileNotFoundError(
-        f"Smart Turn model {filename!r} not found; install it with `pip install --no-deps pipecat-ai` "
-        "(the wheel bundles the ONNX model) or pass `model_path`"
-    )
-
-
-@lru_cache(maxsize=2)
-def _onnx_session(path: str, num_threads: int) -> Any:
-    import onnxruntime  # imported here so the pure segmenter does not need it
-
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = num_threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    # One session per file is shared by every session of the process (`run` is thread-safe; the model is stateless).
-    return onnxruntime.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])
+    return bundled_model_path("pipecat", "pipecat-ai", ("audio", "turn", "smart_turn", "data"), filename)
 
 
 @lru_cache(maxsize=1)
@@ -151,7 +123,7 @@ class SmartTurnDetector:
         if not path.is_file():
             raise FileNotFoundError(f"Smart Turn model not found at {path}; expected an ONNX file")
         self.model_path = path
-        self._session = _onnx_session(str(path), num_threads)
+        self._session = onnx_session(str(path), num_threads)
         self._features = _feature_extractor()
 
     def probability_complete(self, audio16k: np.ndarray) -> float:
