@@ -57,7 +57,7 @@ def build(backbone: str, out: Path) -> None:
     config = tiny_vita_config(backbone, text_config=dict(TEXT), vision_feature_scale=1.0)
     model = VitaForConditionalGeneration(config).eval()
     with torch.no_grad():
-        for name, parameter in model.model.language_model.named_parameters():
+        for parameter in model.model.language_model.parameters():
             if parameter.ndim == 2:
                 parameter.normal_(0.0, 0.1)
         model.lm_head.weight.normal_(0.0, 0.5)
