@@ -132,17 +132,22 @@ class PromptCache:
         self._lock = threading.Lock()
 
     def prepare_turn(self, action: StartTurn, sampling_rate: int = 16_000) -> PreparedTurn:
-        """`prepare` for a duplex turn: its history as the budget shows it, cut further while too long."""
-        while True:
-            shown = action.history if self.budget is None else self.budget.select(action.history)
-            prepared = self.prepare(replace(action, history=shown).messages(), sampling_rate)
-            if self.budget is None or prepared.prompt_tokens <= self.budget.max_tokens:
-                return prepared
-            if not self.budget.cut(action.history):
-                return prepared  # the new input alone is too long: the model reports it
-            logger.info(
-                "conversation over %d tokens: history cut (%d cuts so far)", self.budget.max_tokens, self.budget.cuts
-            )
+        """`prepare` for a duplex turn: its history as the budget shows it; a prompt over the budget moves the cut
+        until the prompt is within `keep_ratio` of it (one full prefill now, then many turns of reuse)."""
+        budget = self.budget
+        prepared = self._prepare_shown(action, sampling_rate)
+        if budget is None or prepared.prompt_tokens <= budget.max_tokens:
+            return prepared
+        while prepared.prompt_tokens > budget.keep_ratio * budget.max_tokens and budget.cut(action.history):
+            prepared = self._prepare_shown(action, sampling_rate)
+        logger.info(
+            "history cut to %d tokens (cut %d): over %d", prepared.prompt_tokens, budget.cuts, budget.max_tokens
+        )
+        return prepared  # still over it only if the new input alone is: the model reports it
+
+    def _prepare_shown(self, action: StartTurn, sampling_rate: int) -> PreparedTurn:
+        shown = action.history if self.budget is None else self.budget.select(action.history)
+        return self.prepare(replace(action, history=shown).messages(), sampling_rate)
 
     def prepare(self, messages: list[dict[str, Any]], sampling_rate: int = 16_000) -> PreparedTurn:
         """The inputs of `generate` for `messages` (the new user message last), with a `cache` when reusable."""
