@@ -26,9 +26,9 @@ from recipes.speech_decoder_data import (
 )
 from recipes.speech_decoder_data import main as data_main
 
-from . import REPO_ROOT
+from . import SMOKE_YAML as SMOKE
 
-SMOKE_YAML = REPO_ROOT / "recipes" / "vita_tiny" / "speech_decoder_smoke.yaml"
+SMOKE_YAML = SMOKE.with_name("speech_decoder_smoke.yaml")  # package data of recipes.vita_tiny, beside smoke.yaml
 CODEC_RATE = 1600  # the tiny codec's 16-sample tokens at 100 a second: clips of 35-75 tokens
 DECODER = "speech_model.decoder."
 
