@@ -36,6 +36,7 @@ audio that arrived between the end of the input and the decision, so it only mea
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import queue
 import threading
@@ -118,6 +119,9 @@ class DuplexSession:
         turn_detector: decides whether a silence ends the user's turn (`duplex_turn_detector.py`): "auto" (Smart
             Turn when its ONNX file is installed, else the silence rule of `vad.stop_secs`, logged once), None
             (the silence rule), or any object with `probability_complete(audio16k)` (tests pass a scripted one).
+        backend: "transformers" (turns run `model.generate`) or "vllm" (turns are requests to a vLLM engine,
+            `duplex_vllm_backend.py`; `model` is then the folder it serves, unless `engine` is given).
+        engine: for "vllm", a `duplex_vllm_backend.VllmEngine` that several sessions may share.
     """
 
     def __init__(
@@ -136,6 +140,8 @@ class DuplexSession:
         reuse_prefix: bool = True,
         turn: TurnParams | None = None,
         turn_detector: TurnDetector | str | None = "auto",
+        backend: str = "transformers",
+        engine: Any = None,
     ) -> None:
         self.model = model
         self.processor = processor
@@ -166,8 +172,14 @@ class DuplexSession:
         self.prompts = PromptCache(
             model, processor, enabled=reuse_prefix, budget=context_budget(model, processor, max_new_tokens)
         )
-        self._workers = TurnWorkers(
-            model, processor, spellings, self.options.generation_kwargs, self._inbox.put, self.prompts
+        workers, runs_on = TurnWorkers, model
+        if backend == "vllm":  # by name: vLLM's module stays out of the remote-code closure (relative imports)
+            workers = importlib.import_module(f"{__package__}.duplex_vllm_backend").VllmTurnWorkers
+            runs_on = engine if engine is not None else model
+        elif backend != "transformers":
+            raise ValueError(f"backend is 'transformers' or 'vllm', found {backend!r}")
+        self._workers = workers(
+            runs_on, processor, spellings, self.options.generation_kwargs, self._inbox.put, self.prompts
         )
         self._closed = False
         self._interrupt = PendingInterrupt()
