@@ -92,6 +92,13 @@ class VllmEngine:
             AsyncEngineArgs(model=self.model, logits_processors=processors, **engine_args)
         )
 
+    def load_processor(self, **kwargs: Any) -> Any:
+        """The served folder's `VitaProcessor`. Loaded after the engine, whose start ran vLLM's plugins: under vLLM's
+        transformers the plugin (`vllm_vita.register`) is what makes VITA's processor classes load."""
+        from processing_vita import VitaProcessor
+
+        return VitaProcessor.from_pretrained(self.model, **kwargs)
+
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
@@ -132,6 +139,8 @@ class VllmEngine:
 
     async def _shutdown(self) -> None:
         self.engine.shutdown()
+        # Dropped here, while the interpreter is whole: AsyncLLM.__del__ shuts down again, which fails at exit.
+        self.engine = None
 
     def _stop_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
