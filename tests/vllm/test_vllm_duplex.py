@@ -167,3 +167,24 @@ def test_two_sessions_share_one_engine(duplex):
     finally:
         for session in sessions:
             session.close()
+
+
+def test_state_constraint_holds_for_the_first_steps_only(duplex):
+    """The engine-side constraint overrides the (scripted) model's own choice, spelling by spelling, then lets go."""
+    from modeling_vita.duplex_vllm_backend import sampling_params, vllm_prompt
+
+    engine, processor, steps, new_session = duplex
+    messages = [{"role": "user", "content": [{"type": "audio", "audio": tone(1.0)}]}]
+    prompt = vllm_prompt(processor, messages)
+    spellings = [[100, 101], [100, 102]]  # two-token "state tokens" sharing their first token
+    params = sampling_params({"max_new_tokens": 8, "min_new_tokens": 8}, spellings, "constraint-check")
+
+    async def generate() -> list[int]:
+        tokens: list[int] = []
+        async for output in engine.engine.generate(prompt, params, "constraint-check"):
+            tokens.extend(output.outputs[0].token_ids)
+        return tokens
+
+    tokens = engine.run(generate(), timeout=120)
+    assert tokens[0] == 100 and tokens[1] in (101, 102), tokens  # the script pushes the query token, 7, at step 0
+    assert len(tokens) == 8 and set(tokens[2:]) - {100, 101, 102}, tokens  # free after the spelling
