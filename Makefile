@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 # The exact tested versions (setup.cfg holds the supported ranges); every install below goes through it.
 CONSTRAINTS ?= constraints.txt
 
-.PHONY: install install-dev test test-slow test-all test-vllm style quality bench vita-tiny demo
+.PHONY: install install-dev test test-slow test-all test-vllm bench-vllm style quality bench vita-tiny demo
 
 install:
 	$(PIP) install -e . -c $(CONSTRAINTS)
@@ -48,6 +48,12 @@ test-vllm: install $(VLLM_VENV)/.installed
 	$(VLLM_PYTHON) -m pip install --no-deps -e .
 	$(PYTHON) -m tests.vllm.make_reference $(VLLM_REFERENCE)
 	VITA_VLLM_REFERENCE=$(VLLM_REFERENCE) $(VLLM_PYTHON) -m pytest -m vllm tests/vllm -q
+
+# Duplex turns on the transformers backend against the vLLM backend (benchmarks/bench_vllm.py), N = 1, 4, 16: runs in
+# .venv-vllm; the transformers half and the model folder use $(PYTHON), which has transformers >= 5.24.
+bench-vllm: install $(VLLM_VENV)/.installed
+	$(VLLM_PYTHON) -m pip install --no-deps -e .
+	$(VLLM_PYTHON) -m benchmarks.bench_vllm --project-python $(PYTHON)
 
 style:
 	ruff format modeling_vita processing_vita vllm_vita recipes spaces_demo tests benchmarks
