@@ -33,6 +33,7 @@ from .generation_vita import VitaTurnStreamer
 from .modeling_vita import AUTO_MAP, VitaForConditionalGeneration, VitaModel, VitaPreTrainedModel
 from .pipeline_vita_duplex import VitaDuplexPipeline, register_vita_duplex_pipeline
 from .speech_decoder_vita import VitaSpeechDecoder
+from .speech_streamer_vita import VitaSpeechStreamer
 from .speech_vita import VitaSpeechModel, VitaSpeechOutput
 
 __version__ = "0.1.0.dev0"
@@ -83,6 +84,7 @@ __all__ = [
     "EspeakTTS",
     "PiperTTS",
     "SessionOptions",
+    "VitaSpeechStreamer",
     "TTSEngine",
     "VADParams",
     "VitaTurnStreamer",

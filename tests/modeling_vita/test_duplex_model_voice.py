@@ -99,3 +99,25 @@ def test_nan_in_the_answer_embeddings_is_an_error_event_and_speaking_goes_on(voi
         speaker.close()
     assert len(errors) == 1 and "turn 1" in errors[0] and "NaN" in errors[0]
     assert ready and {event.turn_id for event in ready} == {2}
+
+
+def test_speech_streams_while_generate_writes_the_answer(voice):
+    from modeling_vita.generation_vita import run_turn
+    from modeling_vita.speech_streamer_vita import VitaSpeechStreamer
+    from processing_vita import VitaState
+
+    model, processor = voice.model, tiny_vita_processor()
+    messages = [{"role": "user", "content": [{"type": "text", "text": "say something"}]}]
+    inputs = processor.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    streamer = VitaSpeechStreamer(model, processor, do_sample=False)
+    # The random model answers a forced query with random words: what matters is that they are spoken, in order.
+    kwargs = {"max_new_tokens": 24, "min_new_tokens": 24, "do_sample": False}
+    run_turn(model, inputs, streamer, [VitaState.QUERY_TEXT], kwargs)
+    chunks = list(streamer.audio())
+    assert streamer.text and chunks and not streamer.errors and all(c.sampling_rate == 24000 for c in chunks)
+    sentences = [c.text for c in chunks if c.text]
+    assert all(sentence in streamer.text for sentence in sentences)
+    first = [c.audio for c in chunks[: next((i for i, c in enumerate(chunks[1:], 1) if c.text), len(chunks))]]
+    assert np.allclose(np.concatenate(first), voice.synthesize(sentences[0])[0], atol=1e-6)
