@@ -101,6 +101,9 @@ class VitaSpeechDecoder(PreTrainedModel):
     _supports_sdpa = True
     _supports_attention_backend = False  # the prefix needs an additive 4-D mask, which eager and SDPA take
     _skip_keys_device_placement = ["cache"]
+    # Its loss is a mean over the batch's codec tokens and ignores `num_items_in_batch`: the Trainer must scale it
+    # for gradient accumulation itself.
+    accepts_loss_kwargs = False
 
     def __init__(self, config: VitaSpeechDecoderConfig):
         super().__init__(config)

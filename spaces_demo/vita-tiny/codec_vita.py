@@ -122,6 +122,8 @@ class VitaCodecPreTrainedModel(PreTrainedModel):
     base_model_prefix = "codec"
     main_input_name = "codec_tokens"
     input_modalities = ("audio",)
+    # No attention anywhere: any attention request is fine (a speech checkpoint can switch its LLM's attention).
+    _supports_sdpa = _supports_flash_attn = _supports_flex_attn = True
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)

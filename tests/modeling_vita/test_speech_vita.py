@@ -211,3 +211,11 @@ def test_a_flash_or_flex_request_runs_the_decoder_on_sdpa(model):
     for requested in ("flex_attention", "flash_attention_2"):
         decoder = VitaSpeechDecoder._from_config(decoder_config, attn_implementation=requested)
         assert decoder.config._attn_implementation == "sdpa"
+
+
+def test_a_speech_checkpoint_switches_its_attention_and_the_trainer_scales_the_decoder_loss():
+    model = _speaking_model()
+    model.set_attn_implementation("sdpa")  # the codec has no attention and takes any request
+    assert model.config._attn_implementation == "sdpa"
+    # The decoder's loss is a mean that ignores num_items_in_batch: the Trainer must do the accumulation scaling.
+    assert model.speech_model.decoder.accepts_loss_kwargs is False
