@@ -107,6 +107,11 @@ class VllmEngine:
     def max_model_len(self) -> int:
         return int(self.engine.model_config.max_model_len)
 
+    def media_limits(self) -> dict[str, int]:
+        """The most items of each kind a prompt may carry (`limit_mm_per_prompt`; vLLM rejects a request over it)."""
+        config = self.engine.model_config.multimodal_config
+        return {kind: int(config.get_limit_per_prompt(kind)) for kind in ("image", "video", "audio")} if config else {}
+
     def submit(self, coroutine: Coroutine[Any, Any, Any]) -> concurrent.futures.Future:
         """Run `coroutine` on the engine's loop; returns at once."""
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
@@ -259,6 +264,7 @@ class VllmTurnWorkers:
                 prompts.budget = budget
         budget.max_tokens = min(budget.max_tokens, room)
         self.budget = budget
+        self.media_limits = self.engine.media_limits()
         self._budget_lock = threading.Lock()  # turns build prompts on executor threads; cuts must not interleave
         self._prefix = f"vita-{uuid.uuid4().hex[:8]}"
         self.turns: dict[int, VllmTurn] = {}
@@ -302,19 +308,26 @@ class VllmTurnWorkers:
     # -- one turn, on the engine's loop ------------------------------------------------------------------------------
 
     def _prompt(self, action: StartTurn) -> dict[str, Any]:
-        """The prompt within the context budget: over it, the cut moves until within `keep_ratio` (as
-        `PromptCache.prepare_turn` does)."""
+        """The prompt within the context budget and the engine's media limits: over either, the cut moves (older
+        audio first, then older exchanges) until the prompt is within `keep_ratio` of the budget and the limits (as
+        `PromptCache.prepare_turn` does; a cut moves only forward, so prefixes stay stable for vLLM's cache)."""
         budget = self.budget
         with self._budget_lock:
             prompt = vllm_prompt(self.processor, _shown(action, budget))
             tokens = estimated_prompt_tokens(self.processor, prompt)
-            if tokens <= budget.max_tokens:
+            if tokens <= budget.max_tokens and self._within_limits(prompt):
                 return prompt
-            while tokens > budget.keep_ratio * budget.max_tokens and budget.cut(action.history):
+            while (tokens > budget.keep_ratio * budget.max_tokens or not self._within_limits(prompt)) and budget.cut(
+                action.history
+            ):
                 prompt = vllm_prompt(self.processor, _shown(action, budget))
                 tokens = estimated_prompt_tokens(self.processor, prompt)
             logger.info("history cut to about %d tokens (cut %d): over %d", tokens, budget.cuts, budget.max_tokens)
             return prompt
+
+    def _within_limits(self, prompt: dict[str, Any]) -> bool:
+        media = prompt.get("multi_modal_data", {})
+        return all(len(items) <= self.media_limits.get(kind, len(items)) for kind, items in media.items())
 
     def _event(self, event: Any) -> None:
         self.post(WorkerEvent(event))

@@ -188,3 +188,33 @@ def test_state_constraint_holds_for_the_first_steps_only(duplex):
     tokens = engine.run(generate(), timeout=120)
     assert tokens[0] == 100 and tokens[1] in (101, 102), tokens  # the script pushes the query token, 7, at step 0
     assert len(tokens) == 8 and set(tokens[2:]) - {100, 101, 102}, tokens  # free after the spelling
+
+
+def test_long_history_is_cut_to_the_engine_media_limit(duplex):
+    """Seven spoken exchanges, an engine that takes 4 clips a prompt: the older audio goes (the answers stay), and
+    the engine answers the turn instead of rejecting it."""
+    import queue
+
+    from modeling_vita.duplex_events import StartTurn, Turn, VitaState
+    from modeling_vita.duplex_inbox import TurnFinished, WorkerEvent
+    from modeling_vita.duplex_vllm_backend import VllmTurnWorkers
+    from modeling_vita.generation_vita import state_token_sequences
+
+    engine, processor, steps, new_session = duplex
+    history = []
+    for turn_id in range(6):
+        history.append(Turn("user", "", VitaState.QUERY_AUDIO, audio=tone(1.0), turn_id=turn_id))
+        history.append(Turn("assistant", f"answer {turn_id}", VitaState.QUERY_AUDIO, turn_id=turn_id))
+    action = StartTurn(turn_id=6, audio=tone(1.0), history=tuple(history))
+    inbox: queue.Queue = queue.Queue()
+    spellings = state_token_sequences(processor.tokenizer, processor.state_tokens)
+    workers = VllmTurnWorkers(engine, processor, spellings, {"max_new_tokens": 4}, inbox.put)
+    prompt = workers._prompt(action)
+    assert len(prompt["multi_modal_data"]["audio"]) <= 4
+    assert "answer 0" in prompt["prompt"] and "answer 5" in prompt["prompt"]
+    workers.start(action)
+    messages = []
+    while not any(isinstance(m, TurnFinished) for m in messages):
+        messages.append(inbox.get(timeout=120))
+    events = [m.event.type for m in messages if isinstance(m, WorkerEvent)]
+    assert "error" not in events and "response_done" in events, events
