@@ -76,11 +76,14 @@ def _request(session, turn_id: int) -> str:
     return f"{session._workers._prefix}-turn-{turn_id}"
 
 
-def test_answers_a_spoken_query(duplex):
+def test_answers_a_spoken_query_about_an_image(duplex):
+    from PIL import Image
+
     engine, processor, steps, new_session = duplex
     session = new_session()
     try:
         collector = Collector(session)
+        session.push_image(Image.open(reference_folder("qwen2") / "image.png").convert("RGB"))
         push(session, tone(1.0))
         push(session, silence(0.6))
         collector.until(has("response_done"))
@@ -89,6 +92,7 @@ def test_answers_a_spoken_query(duplex):
         assert "".join(event.text for event in collector.of("text_delta"))
         assert session._workers.generated[decided.turn_id] == 16
         assert session.history[-1].role == "assistant" and session.history[-1].content
+        assert len(session.history[-2].images) == 1  # the frame went with the query
     finally:
         session.close()
 
