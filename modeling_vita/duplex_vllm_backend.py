@@ -66,6 +66,9 @@ class VllmEngine:
         model: the converted VITA folder (or Hub id) vLLM serves.
         **engine_args: `vllm.AsyncEngineArgs` fields (`dtype`, `max_model_len`, `max_num_seqs`, ...). The state
             constraint (`vllm_vita.state_logits`) is added to `logits_processors`.
+
+    vLLM starts its engine-core process by spawning when other threads run (this loop's), so a script creating one
+    needs the `if __name__ == "__main__":` guard.
     """
 
     def __init__(self, model: str, **engine_args: Any) -> None:
