@@ -17,13 +17,13 @@ install-dev: install
 	$(PIP) install -e ".[dev]" -c $(CONSTRAINTS)
 
 test: install-dev
-	$(PYTHON) -m pytest -m "not slow" -q
+	$(PYTHON) -m pytest -m "not slow and not vllm" -q
 
 test-slow: install-dev
-	$(PYTHON) -m pytest -m slow -q
+	$(PYTHON) -m pytest -m "slow and not vllm" -q
 
 test-all: install-dev
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -m "not vllm" -q
 
 # The vLLM plugin (vllm_vita) in its own environment: vLLM 0.32 pins transformers < 5.20, this project needs 5.24.
 # Measured here: the first install takes 3 min 22 s (PyPI) and .venv-vllm is 3.5 GB; the tests then take about
