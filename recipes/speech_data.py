@@ -32,10 +32,17 @@ _SENTENCE_END_RE = re.compile(r"(?<=[.!?。！？])\s+")
 
 
 def write_speech(
-    tts: Any, text: str, path: Path, snr_db: float | None = None, rng: Any = None, sample_rate: int | None = None
+    tts: Any,
+    text: str,
+    path: Path,
+    snr_db: float | None = None,
+    rng: Any = None,
+    sample_rate: int | None = None,
+    augmenter: Any = None,
 ) -> float:
-    """Speak `text` into a wav at `path` (optionally with white noise at `snr_db`, optionally resampled to
-    `sample_rate` first); returns its duration in s."""
+    """Speak `text` into a wav at `path` (optionally resampled to `sample_rate` first, then through `augmenter`, a
+    `recipes.speech_augment.Augmenter` (rooms, microphones, codecs, noise), or with white noise at `snr_db`);
+    returns its duration in s."""
     import numpy as np
     import soundfile
 
@@ -47,7 +54,9 @@ def write_speech(
         import torch
 
         samples, rate = resample_waveform(torch.from_numpy(samples), rate, sample_rate).numpy(), sample_rate
-    if snr_db is not None:
+    if augmenter is not None:
+        samples = augmenter(samples, rate)
+    elif snr_db is not None:
         rng = rng if rng is not None else np.random.default_rng(0)
         noise_power = float(np.mean(samples**2)) / 10 ** (snr_db / 10)
         samples = samples + rng.normal(0.0, noise_power**0.5, samples.shape).astype(np.float32)
@@ -84,6 +93,7 @@ def build_negatives(
     snr_db: float | None = None,
     seed: int = 0,
     subdir: str = "negatives",
+    augmenter: Any = None,
 ) -> list[dict[str, Any]]:
     """Noisy-audio rows: speech of sentences taken from the assistant answers of `rows`, answered by `<2>` alone.
 
@@ -104,7 +114,7 @@ def build_negatives(
     negatives = []
     for index, sentence in enumerate(tqdm(picked, desc="negatives", unit="clip")):
         relative = f"{subdir}/neg_{seed}_{index:06d}.wav"
-        write_speech(tts, sentence, Path(media_root) / relative, snr_db, noise_rng)
+        write_speech(tts, sentence, Path(media_root) / relative, snr_db, noise_rng, augmenter=augmenter)
         negatives.append(
             {
                 "id": f"neg-{seed}-{index}",
@@ -131,6 +141,7 @@ def speak_questions(
     fraction: float = 0.5,
     seed: int = 0,
     subdir: str = "spoken",
+    augmenter: Any = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Replace about `fraction` of the typed questions by spoken ones; returns (new rows, number replaced).
 
@@ -164,7 +175,7 @@ def speak_questions(
         message = row["messages"][turn]
         text = " ".join(b["text"].strip() for b in message["content"] if b["type"] == "text" and b["text"])
         relative = f"{subdir}/{row['id']}_{turn}.wav"
-        write_speech(tts, text, Path(media_root) / relative)
+        write_speech(tts, text, Path(media_root) / relative, augmenter=augmenter)
         audios_before = sum(b["type"] == "audio" for m in row["messages"][:turn] for b in m["content"])
         content = []
         for block in message["content"]:
