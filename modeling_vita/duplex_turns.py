@@ -41,6 +41,26 @@ class TurnControl:
     thread: threading.Thread | None = None
 
 
+def turn_streamer(
+    action: StartTurn, tokenizer: Any, spellings: StateSpellings, stop: threading.Event, report: Callable[[Any], None]
+) -> VitaTurnStreamer:
+    """The streamer of one turn: reports its decision (unless the turn restarted with a known state) and its text as
+    `StateDecided` / `TextDelta` events through `report`; `stop` ends its generation."""
+
+    def decided(state: VitaState) -> None:
+        if action.state is None:  # a restarted turn's state was decided (and reported) before
+            report(StateDecided(0.0, state=state, turn_id=action.turn_id))
+
+    return VitaTurnStreamer(
+        tokenizer,
+        spellings,
+        stop=stop,
+        forced_state=action.state,
+        on_state=decided,
+        on_text=lambda delta: report(TextDelta(0.0, text=delta, turn_id=action.turn_id)),
+    )
+
+
 class TurnWorkers:
     """Starts, cancels and joins the turn worker threads of one session.
 
@@ -102,19 +122,7 @@ class TurnWorkers:
 
     def _run(self, action: StartTurn, control: TurnControl) -> None:
         turn_id = action.turn_id
-
-        def decided(state: VitaState) -> None:
-            if action.state is None:  # a restarted turn's state was decided (and reported) before
-                self._event(StateDecided(0.0, state=state, turn_id=turn_id))
-
-        streamer = VitaTurnStreamer(
-            self.processor.tokenizer,
-            self.spellings,
-            stop=control.stop,
-            forced_state=action.state,
-            on_state=decided,
-            on_text=lambda delta: self._event(TextDelta(0.0, text=delta, turn_id=turn_id)),
-        )
+        streamer = turn_streamer(action, self.processor.tokenizer, self.spellings, control.stop, self._event)
         try:
             prepared = self.prompts.prepare_turn(action)
             allowed = None if action.state is None else [action.state]
@@ -137,4 +145,4 @@ class TurnWorkers:
             self.post(TurnFinished(turn_id))
 
 
-__all__ = ["TurnControl", "TurnWorkers"]
+__all__ = ["TurnControl", "TurnWorkers", "turn_streamer"]

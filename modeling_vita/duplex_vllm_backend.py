@@ -34,15 +34,16 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from .duplex_events import Error, ResponseDone, StartTurn, StateDecided, TextDelta, VitaState
+from .duplex_events import Error, ResponseDone, StartTurn, VitaState
 from .duplex_inbox import InboxMessage, Raised, TurnFinished, WorkerEvent
-from .generation_vita import StateSpellings, VitaTurnStreamer
+from .duplex_turns import turn_streamer
+from .generation_vita import StateSpellings
 from .prompt_cache_vita import ContextBudget, PromptCache
 
 logger = logging.getLogger(__name__)
@@ -268,7 +269,6 @@ class VllmTurnWorkers:
         budget.max_tokens = min(budget.max_tokens, room)
         self.budget = budget
         self.media_limits = self.engine.media_limits()
-        self._budget_lock = threading.Lock()  # turns build prompts on executor threads; cuts must not interleave
         self._prefix = f"vita-{uuid.uuid4().hex[:8]}"
         self.turns: dict[int, VllmTurn] = {}
         self.generated: dict[int, int] = {}  # turn id -> tokens streamed so far (tests and benchmarks read it)
@@ -311,22 +311,14 @@ class VllmTurnWorkers:
     # -- one turn, on the engine's loop ------------------------------------------------------------------------------
 
     def _prompt(self, action: StartTurn) -> dict[str, Any]:
-        """The prompt within the context budget and the engine's media limits: over either, the cut moves (older
-        audio first, then older exchanges) until the prompt is within `keep_ratio` of the budget and the limits (as
-        `PromptCache.prepare_turn` does; a cut moves only forward, so prefixes stay stable for vLLM's cache)."""
-        budget = self.budget
-        with self._budget_lock:
-            prompt = vllm_prompt(self.processor, _shown(action, budget))
-            tokens = estimated_prompt_tokens(self.processor, prompt)
-            if tokens <= budget.max_tokens and self._within_limits(prompt):
-                return prompt
-            while (tokens > budget.keep_ratio * budget.max_tokens or not self._within_limits(prompt)) and budget.cut(
-                action.history
-            ):
-                prompt = vllm_prompt(self.processor, _shown(action, budget))
-                tokens = estimated_prompt_tokens(self.processor, prompt)
-            logger.info("history cut to about %d tokens (cut %d): over %d", tokens, budget.cuts, budget.max_tokens)
-            return prompt
+        """The prompt within the context budget and the engine's media limits (`ContextBudget.fit`; a cut moves only
+        forward, so prefixes stay stable for vLLM's prefix cache)."""
+        return self.budget.fit(
+            action,
+            lambda messages: vllm_prompt(self.processor, messages),
+            lambda prompt: estimated_prompt_tokens(self.processor, prompt),
+            self._within_limits,
+        )
 
     def _within_limits(self, prompt: dict[str, Any]) -> bool:
         media = prompt.get("multi_modal_data", {})
@@ -337,19 +329,7 @@ class VllmTurnWorkers:
 
     async def _run(self, action: StartTurn, turn: VllmTurn) -> None:
         turn_id = action.turn_id
-
-        def decided(state: VitaState) -> None:
-            if action.state is None:  # a restarted turn's state was decided (and reported) before
-                self._event(StateDecided(0.0, state=state, turn_id=turn_id))
-
-        streamer = VitaTurnStreamer(
-            self.processor.tokenizer,
-            self.spellings,
-            stop=turn.stop,
-            forced_state=action.state,
-            on_state=decided,
-            on_text=lambda delta: self._event(TextDelta(0.0, text=delta, turn_id=turn_id)),
-        )
+        streamer = turn_streamer(action, self.processor.tokenizer, self.spellings, turn.stop, self._event)
         engine = self.engine.engine
         try:
             # Rendering (and the tokenizer pass of the budget) off the loop, which serves every session's requests.
@@ -382,10 +362,6 @@ class VllmTurnWorkers:
             self.post(Raised(Error(0.0, message=message, turn_id=turn_id), error))
         finally:
             self.post(TurnFinished(turn_id))
-
-
-def _shown(action: StartTurn, budget: ContextBudget) -> list[dict[str, Any]]:
-    return replace(action, history=budget.select(action.history)).messages()
 
 
 __all__ = [

@@ -236,6 +236,11 @@ def prepare_turn_inputs(
         return_tensors="pt",
         sampling_rate=sampling_rate,
     )
+    return inputs_on_model(inputs, model)
+
+
+def inputs_on_model(inputs: Mapping[str, Any], model: Any) -> dict[str, Any]:
+    """Processor outputs on the model's device: ids stay integers, media features take the model's dtype."""
     device, dtype = getattr(model, "device", "cpu"), getattr(model, "dtype", None)
     return {
         key: value.to(device, dtype=dtype if value.is_floating_point() else None) if torch.is_tensor(value) else value
@@ -271,6 +276,7 @@ __all__ = [
     "StateTokenLogitsProcessor",
     "VitaTurnStreamer",
     "checkpoint_state_tokens",
+    "inputs_on_model",
     "prepare_turn_inputs",
     "run_turn",
     "state_token_sequences",

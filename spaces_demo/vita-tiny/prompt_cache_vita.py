@@ -23,17 +23,19 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from .duplex_events import StartTurn, Turn
+from .generation_vita import inputs_on_model, prepare_turn_inputs
 
 logger = logging.getLogger(__name__)
 
 _MEDIA_KINDS = ("image", "video", "audio")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,34 @@ class ContextBudget:
     first_turn: int = 0
     audio_from_turn: int = 0
     cuts: int = field(default=0, init=False)
+    # Turns build their prompts on their own threads; one cut at a time, seen whole by the next prompt.
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def fit(
+        self,
+        action: StartTurn,
+        build: Callable[[list[dict[str, Any]]], T],
+        tokens: Callable[[T], int],
+        within: Callable[[T], bool] = lambda built: True,
+    ) -> T:
+        """The turn's prompt, `build` of its messages as the budget shows the history. A prompt over `max_tokens`
+        (or outside `within`, e.g. an engine's media limits) moves the cut until it is within `keep_ratio` of the
+        budget (and `within`): one full prefill now, then many turns of reuse. Still over only if the new input
+        alone is; the model reports it."""
+        with self._lock:
+            built = build(self.messages(action))
+            count = tokens(built)
+            if count <= self.max_tokens and within(built):
+                return built
+            while (count > self.keep_ratio * self.max_tokens or not within(built)) and self.cut(action.history):
+                built = build(self.messages(action))
+                count = tokens(built)
+            logger.info("history cut to %d tokens (cut %d): over %d", count, self.cuts, self.max_tokens)
+            return built
+
+    def messages(self, action: StartTurn) -> list[dict[str, Any]]:
+        """The chat messages of `action` with the history as the budget shows it."""
+        return replace(action, history=self.select(action.history)).messages()
 
     def select(self, history: Sequence[Turn]) -> tuple[Turn, ...]:
         shown = [turn for turn in history if turn.in_prompt]
@@ -132,27 +162,15 @@ class PromptCache:
         self._lock = threading.Lock()
 
     def prepare_turn(self, action: StartTurn, sampling_rate: int = 16_000) -> PreparedTurn:
-        """`prepare` for a duplex turn: its history as the budget shows it; a prompt over the budget moves the cut
-        until the prompt is within `keep_ratio` of it (one full prefill now, then many turns of reuse)."""
-        budget = self.budget
-        prepared = self._prepare_shown(action, sampling_rate)
-        if budget is None or prepared.prompt_tokens <= budget.max_tokens:
-            return prepared
-        while prepared.prompt_tokens > budget.keep_ratio * budget.max_tokens and budget.cut(action.history):
-            prepared = self._prepare_shown(action, sampling_rate)
-        logger.info(
-            "history cut to %d tokens (cut %d): over %d", prepared.prompt_tokens, budget.cuts, budget.max_tokens
-        )
-        return prepared  # still over it only if the new input alone is: the model reports it
-
-    def _prepare_shown(self, action: StartTurn, sampling_rate: int) -> PreparedTurn:
-        shown = action.history if self.budget is None else self.budget.select(action.history)
-        return self.prepare(replace(action, history=shown).messages(), sampling_rate)
+        """`prepare` for a duplex turn, its history within the budget (`ContextBudget.fit`)."""
+        if self.budget is None:
+            return self.prepare(action.messages(), sampling_rate)
+        return self.budget.fit(action, lambda messages: self.prepare(messages, sampling_rate), _prompt_tokens)
 
     def prepare(self, messages: list[dict[str, Any]], sampling_rate: int = 16_000) -> PreparedTurn:
         """The inputs of `generate` for `messages` (the new user message last), with a `cache` when reusable."""
         if not self.enabled:
-            inputs = self._process_whole(messages, sampling_rate)
+            inputs = prepare_turn_inputs(self.processor, messages, self.model, sampling_rate)
             return PreparedTurn(inputs, 0, inputs["input_ids"].shape[1])
         marked = self._marked(messages)
         text = self.processor.apply_chat_template(marked, add_generation_prompt=True, tokenize=False)
@@ -160,7 +178,7 @@ class PromptCache:
         media = _media_of(marked)
         entry = self._best_entry(text, whole, media)
         if entry is None:
-            inputs = self._process_whole(messages, sampling_rate)
+            inputs = prepare_turn_inputs(self.processor, messages, self.model, sampling_rate)
             inputs["cache"] = _new_cache(self.model)
             prepared = PreparedTurn(inputs, 0, inputs["input_ids"].shape[1])
         else:
@@ -172,7 +190,7 @@ class PromptCache:
                 sanitize_control_tokens=True,
                 return_tensors="pt",
             )
-            inputs = _to_model(dict(suffix), self.model)
+            inputs = inputs_on_model(suffix, self.model)
             ids = torch.cat([entry.ids, inputs["input_ids"]], dim=1)
             inputs["input_ids"], inputs["attention_mask"] = ids, torch.ones_like(ids)
             inputs["cache"] = copy.deepcopy(entry.cache)
@@ -238,16 +256,9 @@ class PromptCache:
         )
         return marked
 
-    def _process_whole(self, messages: list[dict[str, Any]], sampling_rate: int) -> dict[str, Any]:
-        inputs = self.processor.apply_chat_template(
-            messages,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            sampling_rate=sampling_rate,
-        )
-        return _to_model(dict(inputs), self.model)
+
+def _prompt_tokens(prepared: PreparedTurn) -> int:
+    return prepared.prompt_tokens
 
 
 def context_budget(model: Any, processor: Any, max_new_tokens: int) -> ContextBudget | None:
@@ -295,14 +306,6 @@ def _media_by_kind(items: tuple[Any, ...], messages: list[dict[str, Any]]) -> di
         kind = kinds[id(item)]
         out.setdefault({"image": "images", "video": "videos", "audio": "audio"}[kind], []).append(item)
     return out
-
-
-def _to_model(inputs: dict[str, Any], model: Any) -> dict[str, Any]:
-    device, dtype = getattr(model, "device", "cpu"), getattr(model, "dtype", None)
-    return {
-        key: value.to(device, dtype=dtype if value.is_floating_point() else None) if torch.is_tensor(value) else value
-        for key, value in inputs.items()
-    }
 
 
 __all__ = ["ContextBudget", "PreparedTurn", "PromptCache", "context_budget"]
