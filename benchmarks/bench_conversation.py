@@ -16,14 +16,9 @@ pushed):
 from __future__ import annotations
 
 import argparse
-import functools
-import inspect
 import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,44 +28,12 @@ import psutil
 import torch
 from transformers import LogitsProcessor
 
+from benchmarks.bench_duplex import ForwardRecorder, espeak
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WINDOW = 20  # (b) reports each checkpoint over the 20 turns up to it: a turn that cuts the history prefills it whole
 TINY = REPO_ROOT / "spaces_demo" / "vita-tiny"
 SR = 16_000
-
-
-def espeak(text: str) -> np.ndarray:
-    import soundfile
-
-    with tempfile.NamedTemporaryFile(suffix=".wav") as handle:
-        subprocess.run(["espeak-ng", "-w", handle.name, text], check=True, capture_output=True)
-        audio, rate = soundfile.read(handle.name, dtype="float32")
-    positions = np.arange(int(len(audio) * SR / rate)) * rate / SR
-    return np.interp(positions, np.arange(len(audio)), audio).astype(np.float32)
-
-
-class PrefillRecorder:
-    """Wraps `model.forward`: the first call of each turn thread is its prefill (time, query length); `spans` holds
-    each thread's first start and last end (the turn's model time)."""
-
-    def __init__(self, model: Any) -> None:
-        self.prefills: dict[str, tuple[float, int]] = {}
-        self.spans: dict[str, list[float]] = {}
-        original = model.forward
-
-        @functools.wraps(original)
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            output = original(*args, **kwargs)
-            end, name = time.perf_counter(), threading.current_thread().name
-            self.spans.setdefault(name, [start, end])[1] = end
-            if name not in self.prefills:
-                ids = kwargs.get("input_ids")
-                self.prefills[name] = (end - start, int(ids.shape[1]) if ids is not None else -1)
-            return output
-
-        forward.__signature__ = inspect.signature(original)
-        model.forward = forward
 
 
 class ForceQuery(LogitsProcessor):
@@ -101,7 +64,7 @@ def converse(turns: int, reuse: bool, checkpoints: tuple[int, ...]) -> dict[str,
 
     processor = AutoProcessor.from_pretrained(TINY, trust_remote_code=True)
     model = AutoModel.from_pretrained(TINY, trust_remote_code=True).eval()
-    recorder = PrefillRecorder(model)
+    recorder = ForwardRecorder(model)
     question = np.concatenate([np.zeros(int(0.3 * SR), np.float32), espeak("What colour is the circle?")])
     question = np.concatenate([question, np.zeros(int(0.8 * SR), np.float32)])
     process = psutil.Process()
@@ -119,14 +82,12 @@ def converse(turns: int, reuse: bool, checkpoints: tuple[int, ...]) -> dict[str,
         for turn in range(1, turns + 1):
             outcomes = [e.type for e in session.run(question, sampling_rate=SR, chunk_secs=0.1)]
             assert "response_done" in outcomes, outcomes
-            name = f"vita-duplex-turn-{turn}"
-            prefill = recorder.prefills.get(name, (float("nan"), -1))
-            span = recorder.spans.get(name, [0.0, float("nan")])
+            calls = recorder.of_turn(turn)  # (thread, start, end, query length) of each forward; the first prefills
             if turn <= 10 or any(c - WINDOW < turn <= c for c in checkpoints):
                 rows[turn] = {
-                    "prefill_ms": prefill[0] * 1000,
-                    "prefill_tokens": prefill[1],
-                    "turn_ms": (span[1] - span[0]) * 1000,  # the turn's model time: prefill to last decode step
+                    "prefill_ms": (calls[0][2] - calls[0][1]) * 1000,
+                    "prefill_tokens": calls[0][3],
+                    "turn_ms": (calls[-1][2] - calls[0][1]) * 1000,  # the turn's model time: prefill to last step
                     "rss_mb": process.memory_info().rss / 2**20,
                 }
         cuts = session.prompts.budget.cuts if session.prompts.budget is not None else 0
