@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
+from .original_vita_codec import TINY_CODEC_JSON  # the tiny codec of the tiny releases, in its original form
+
 TINY_TTS_ARGS = {
     "idim": 32,
     "odim": 32,
@@ -43,26 +45,6 @@ TINY_TTS_ARGS = {
 }
 RMS_EPS = 1e-6  # LlamaConfig's default, which the original keeps
 ROPE_THETA = 10000.0
-# codec/model.json at tiny size (32 codes of 16 samples, 4 speaker tokens); the last three keys are widths the original
-# fixes in code (512, 128, 32), given here so that `original_vita_codec.OriginalVQVAE` builds at this size.
-TINY_CODEC_JSON = {
-    "resblock": "1",
-    "upsample_rates": [4, 4],
-    "upsample_kernel_sizes": [8, 8],
-    "upsample_initial_channel": 16,
-    "resblock_kernel_sizes": [3, 5],
-    "resblock_dilation_sizes": [[1, 3, 5], [1, 2, 1]],
-    "n_code_groups": 1,
-    "residul_layer": 1,
-    "n_codes": 32,
-    "global_code_num": 4,
-    "global_feature_conv": [16, 8, 8, 3, 1],
-    "global_tokens": [3, 1, 4, 1],
-    "sampling_rate": 24000,
-    "codebook_dim": 16,
-    "speaker_width": 8,
-    "encoder_initial_channel": 8,
-}
 
 
 def _layer_keys(prefix: str, width: int, ffn: int) -> dict[str, tuple[int, ...]]:

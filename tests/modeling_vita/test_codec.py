@@ -14,46 +14,14 @@ from modeling_vita.convert_vita_codec import (
     convert_original_codec,
     fold_weight_norm,
 )
+from modeling_vita.testing_utils import TINY_CODEC_CONFIG
 
-from .original_vita_codec import OriginalVQVAE
+from .original_vita_codec import TINY_CODEC_JSON, OriginalVQVAE
 
-# Tiny sizes in the released structure: two stages (x4 each, 16 samples a token), two residual block kernels,
-# 16-wide codes, a speaker of 4 codes x 2 dims joining after the last stage's 8 channels, a 3-stage-wide encoder.
-TINY_ORIGINAL_JSON = {
-    "resblock": "1",
-    "upsample_rates": [4, 4],
-    "upsample_kernel_sizes": [8, 8],
-    "upsample_initial_channel": 16,
-    "resblock_kernel_sizes": [3, 5],
-    "resblock_dilation_sizes": [[1, 3, 5], [1, 2, 1]],
-    "n_code_groups": 1,
-    "residul_layer": 1,
-    "n_codes": 32,
-    "global_code_num": 4,
-    "global_feature_conv": [16, 8, 8, 3, 1],
-    "global_tokens": [3, 1, 4, 1],
-    "sampling_rate": 24000,
-    # widths upstream fixes in code (512, 128, 32), given at tiny size
-    "codebook_dim": 16,
-    "speaker_width": 8,
-    "encoder_initial_channel": 8,
-}
-TINY_CONFIG = {
-    "codebook_size": 32,
-    "codebook_dim": 16,
-    "upsample_rates": [4, 4],
-    "upsample_kernel_sizes": [8, 8],
-    "upsample_initial_channel": 16,
-    "resblock_kernel_sizes": [3, 5],
-    "resblock_dilation_sizes": [[1, 3, 5], [1, 2, 1]],
-    "global_code_num": 4,
-    "global_codebook_size": 32,
-    "global_code_dim": 2,
-    "global_tokens": [3, 1, 4, 1],
-    "speaker_channels": 8,
-    "encoder_initial_channel": 8,
-    "global_feature_conv": [16, 8, 8, 3, 1],
-}
+# Tiny sizes in the released structure (testing_utils / original_vita_codec): two stages (x4 each, 16 samples a token),
+# two residual block kernels, 16-wide codes, a speaker of 4 codes x 2 dims joining after the last stage's 8 channels.
+TINY_ORIGINAL_JSON = TINY_CODEC_JSON
+TINY_CONFIG = TINY_CODEC_CONFIG
 RELEASED_MODEL_JSON = {  # VITA-1.5's codec/model.json (training settings abridged)
     "resblock": "1",
     "num_gpus": 8,
