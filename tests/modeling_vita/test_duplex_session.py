@@ -13,21 +13,11 @@ from modeling_vita.duplex_events import AudioOut
 from modeling_vita.duplex_session import DuplexSession
 from modeling_vita.duplex_vad import VADParams
 from processing_vita.testing_utils import tiny_vita_processor
+from tests.duplex_helpers import SR, Collector, EnergyScorer, has, push, silence, tone
 from tests.utils import espeak
 
-SR = 16_000
 FAST_VAD = VADParams(start_secs=0.064, stop_secs=0.2, min_segment_secs=0.2, pre_roll_secs=0.1)
 QUERY, NOISE, TEXT, EOS = 7, 8, 9, 2
-
-
-class EnergyScorer:
-    """Speech probability 1 for a loud window, 0 otherwise: segments follow the test audio exactly."""
-
-    def score(self, window: np.ndarray) -> float:
-        return float(np.sqrt(np.mean(window**2)) > 0.05)
-
-    def reset_states(self) -> None:
-        pass
 
 
 class ScriptedModel:
@@ -93,44 +83,6 @@ def no_thread_left():
 
 def words(processor, text):
     return processor.tokenizer.encode(text, add_special_tokens=False)
-
-
-def tone(secs, amplitude=0.3, freq=220.0):
-    t = np.arange(int(secs * SR)) / SR
-    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def silence(secs):
-    return np.zeros(int(secs * SR), dtype=np.float32)
-
-
-def push(session, audio, chunk_secs=0.02):
-    step = int(chunk_secs * SR)
-    for start in range(0, len(audio), step):
-        session.push_audio(audio[start : start + step], SR)
-
-
-class Collector:
-    """Reads a session's events in the background of a test and waits for conditions on them."""
-
-    def __init__(self, session):
-        self.session = session
-        self.events = []
-
-    def until(self, predicate, timeout=10.0):
-        deadline = time.monotonic() + timeout
-        while not predicate(self.events):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; events so far: {[e.type for e in self.events]}")
-            self.events.extend(self.session.events(timeout=0.02))
-        return self.events
-
-    def of(self, kind):
-        return [event for event in self.events if event.type == kind]
-
-
-def has(kind, count=1):
-    return lambda events: sum(event.type == kind for event in events) >= count
 
 
 def make_session(processor, model, **kwargs):

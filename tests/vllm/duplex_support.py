@@ -13,17 +13,16 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-import time
 import types
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from tests.duplex_helpers import SR, EnergyScorer, has, push, silence, tone  # noqa: F401 (re-exported)
+from tests.duplex_helpers import Collector as _Collector
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SR = 16_000
 
 
 def import_duplex_modules() -> None:
@@ -45,52 +44,11 @@ def import_duplex_modules() -> None:
     sys.modules["modeling_vita"] = package
 
 
-class EnergyScorer:
-    """Speech probability 1 for a loud window, 0 otherwise: segments follow the test audio exactly."""
+class Collector(_Collector):
+    """`tests.duplex_helpers.Collector` with a minute to wait: a vLLM engine on this CPU is slower."""
 
-    def score(self, window: np.ndarray) -> float:
-        return float(np.sqrt(np.mean(window**2)) > 0.05)
-
-    def reset_states(self) -> None:
-        pass
-
-
-def tone(secs: float, freq: float = 220.0, amplitude: float = 0.3) -> np.ndarray:
-    t = np.arange(int(secs * SR)) / SR
-    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-
-
-def silence(secs: float) -> np.ndarray:
-    return np.zeros(int(secs * SR), dtype=np.float32)
-
-
-def push(session: Any, audio: np.ndarray, chunk_secs: float = 0.02) -> None:
-    step = int(chunk_secs * SR)
-    for start in range(0, len(audio), step):
-        session.push_audio(audio[start : start + step], SR)
-
-
-class Collector:
-    """Reads a session's events and waits for conditions on them."""
-
-    def __init__(self, session: Any) -> None:
-        self.session = session
-        self.events: list[Any] = []
-
-    def until(self, predicate: Any, timeout: float = 60.0) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        while not predicate(self.events):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; events so far: {[e.type for e in self.events]}")
-            self.events.extend(self.session.events(timeout=0.02))
-        return self.events
-
-    def of(self, kind: str) -> list[Any]:
-        return [event for event in self.events if event.type == kind]
-
-
-def has(kind: str, count: int = 1) -> Any:
-    return lambda events: sum(event.type == kind for event in events) >= count
+    def __init__(self, session: Any, timeout: float = 60.0) -> None:
+        super().__init__(session, timeout)
 
 
 def read_steps(path: Path) -> dict[str, list[tuple[int, float]]]:
