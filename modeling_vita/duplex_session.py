@@ -170,7 +170,7 @@ class DuplexSession:
         spellings = state_token_sequences(processor.tokenizer, checkpoint_state_tokens(model, processor))
         max_new_tokens = int(self.options.generation_kwargs.get("max_new_tokens") or 64)
         self.prompts = PromptCache(
-            model, processor, enabled=reuse_prefix, budget=context_budget(model, processor, max_new_tokens)
+            model, processor, enabled=reuse_prefix, budget=context_budget(model, processor, max_new_tokens, max_frames)
         )
         workers, runs_on = TurnWorkers, model
         if backend == "vllm":  # by name: vLLM's module stays out of the remote-code closure (relative imports)

@@ -53,9 +53,11 @@ class PreparedTurn:
     inputs: dict[str, Any]
     reused_tokens: int = 0
     prompt_tokens: int = 0
-    _prefix_text: str | None = None
+    # For `keep`, which works out where the turn's own prefix ends after `generate`, off the turn's latency.
+    _marked: list[dict[str, Any]] | None = None
+    _text: str = ""
+    _whole: list[int] = field(default_factory=list)
     _media: tuple[Any, ...] = ()
-    _prefix_tokens: int = 0
 
 
 @dataclass
@@ -65,12 +67,14 @@ class ContextBudget:
     Args:
         max_tokens: the longest prompt allowed (the model's context less the answer's room).
         keep_ratio: after a cut the prompt is at most this share of `max_tokens` (room for many turns per cut).
+        max_moved_frames: how many frames of the dropped exchanges move to the first exchange kept (the latest).
     """
 
     max_tokens: int
     keep_ratio: float = 0.5
     first_turn: int = 0
     audio_from_turn: int = 0
+    max_moved_frames: int = 4  # the frames of dropped exchanges kept (the session's default `max_frames`)
     cuts: int = field(default=0, init=False)
     # Turns build their prompts on their own threads; one cut at a time, seen whole by the next prompt.
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
@@ -110,7 +114,7 @@ class ContextBudget:
             if turn.role == "user" and turn.audio is not None and turn.turn_id < self.audio_from_turn:
                 turn = replace(turn, audio=None)
             if moved and turn.role == "user":
-                turn, moved = replace(turn, images=(*moved[-4:], *turn.images)), []
+                turn, moved = replace(turn, images=(*moved[-self.max_moved_frames :], *turn.images)), []
             out.append(turn)
         return tuple(out)
 
@@ -195,25 +199,26 @@ class PromptCache:
             inputs["input_ids"], inputs["attention_mask"] = ids, torch.ones_like(ids)
             inputs["cache"] = copy.deepcopy(entry.cache)
             prepared = PreparedTurn(inputs, entry.ids.shape[1], ids.shape[1])
-        # Where this turn's own prefix ends (before the generation prompt), for `keep`.
-        prefix = self.processor.apply_chat_template(marked, add_generation_prompt=False, tokenize=False)
-        if text.startswith(prefix) and self._splits_cleanly(text, whole, prefix):
-            prepared._prefix_text, prepared._media = prefix, media
-            prepared._prefix_tokens = prepared.prompt_tokens - len(self._encode(text[len(prefix) :], special=False))
+        prepared._marked, prepared._text, prepared._whole, prepared._media = marked, text, whole, media
         return prepared
 
     def keep(self, prepared: PreparedTurn) -> None:
         """After the turn's `generate`: keep its prompt prefix (up to the end of its user message) for later turns."""
         cache = prepared.inputs.get("cache")
-        if not self.enabled or prepared._prefix_text is None or cache is None:
+        if not self.enabled or prepared._marked is None or cache is None:
             return
-        length = prepared._prefix_tokens
+        # The prefix ends before the generation prompt; usable only where the tokenizer does not merge across it.
+        text = prepared._text
+        prefix = self.processor.apply_chat_template(prepared._marked, add_generation_prompt=False, tokenize=False)
+        if not text.startswith(prefix) or not self._splits_cleanly(text, prepared._whole, prefix):
+            return
+        length = prepared.prompt_tokens - len(self._encode(text[len(prefix) :], special=False))
         if length <= 0 or cache.get_seq_length() < length or not getattr(cache, "is_croppable", True):
             return
         extra = cache.get_seq_length() - length
         if extra:
             cache.crop(-extra)  # transformers 5 crops by the number of tokens to remove
-        entry = _Entry(prepared._prefix_text, prepared._media, prepared.inputs["input_ids"][:, :length], cache)
+        entry = _Entry(prefix, prepared._media, prepared.inputs["input_ids"][:, :length], cache)
         with self._lock:
             self._entries = [e for e in self._entries if e.text != entry.text][-(self.max_entries - 1) :] + [entry]
 
@@ -261,14 +266,16 @@ def _prompt_tokens(prepared: PreparedTurn) -> int:
     return prepared.prompt_tokens
 
 
-def context_budget(model: Any, processor: Any, max_new_tokens: int) -> ContextBudget | None:
+def context_budget(model: Any, processor: Any, max_new_tokens: int, max_frames: int = 4) -> ContextBudget | None:
     """The budget of a model's context: its positions (and the tokenizer's limit) less the answer's room."""
-    limits = [getattr(getattr(model, "config", None), "get_text_config", lambda: None)()]
-    limits = [getattr(limits[0], "max_position_embeddings", None)]
-    limit = getattr(getattr(processor, "tokenizer", None), "model_max_length", None)
-    limits.append(limit if isinstance(limit, int) and limit < 10**12 else None)
-    known = [value for value in limits if isinstance(value, int)]
-    return ContextBudget(min(known) - max_new_tokens - 8) if known else None
+    config = getattr(model, "config", None)
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else None
+    limits = (
+        getattr(text_config, "max_position_embeddings", None),
+        getattr(getattr(processor, "tokenizer", None), "model_max_length", None),
+    )
+    known = [value for value in limits if isinstance(value, int) and value < 10**12]  # unset limits are ~1e30
+    return ContextBudget(min(known) - max_new_tokens - 8, max_moved_frames=max_frames) if known else None
 
 
 def _supports_reuse(model: Any, processor: Any) -> bool:
