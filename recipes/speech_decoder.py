@@ -149,9 +149,6 @@ def set_trainable_decoder(model: nn.Module, args: SpeechDecoderArguments) -> nn.
     model.requires_grad_(False)
     decoder = model.speech_model.decoder
     decoder.float()  # bf16 weights would take bf16 optimizer updates; the checkpoint's dtype comes back at saving
-    # The decoder's loss is a per-batch mean and ignores `num_items_in_batch`. Its `forward(**kwargs)` would make the
-    # Trainer pass that count and skip its own division by the gradient accumulation steps.
-    decoder.accepts_loss_kwargs = False
     if not args.lora:
         decoder.requires_grad_(True)
         return decoder
