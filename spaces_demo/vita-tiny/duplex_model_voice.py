@@ -10,7 +10,6 @@ re-tokenized with the checkpoint's own tokenizer; the decoder reads the LLM's in
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -45,7 +44,6 @@ class ModelVoice:
         self.model, self.tokenizer = model, tokenizer
         self.do_sample, self.speech_kwargs = do_sample, speech_kwargs
         self.sampling_rate = int(model.speech_model.config.codec_config.sampling_rate)
-        self._lock = threading.Lock()  # one speech thread per session, but a model may serve several
 
     def text_ids(self, text: str) -> torch.LongTensor:
         """The answer text as VITA-1.5's server feeds it to the decoder: no control tokens, lower case."""
@@ -58,7 +56,7 @@ class ModelVoice:
     def stream(self, text: str) -> Iterator[tuple[np.ndarray, int]]:
         """The speech of `text` chunk by chunk (float32 mono, `sampling_rate`)."""
         ids = self.text_ids(text)
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             for chunk in self.model.stream_speech(ids, do_sample=self.do_sample, **self.speech_kwargs):
                 yield chunk.audio[0].float().cpu().numpy(), int(chunk.sampling_rate)
 
