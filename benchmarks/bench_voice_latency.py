@@ -40,14 +40,13 @@ QUESTIONS = [
 ]
 
 
-def speak(tts: Any, text: str, length_scale: float) -> np.ndarray:
-    from piper import SynthesisConfig
-
+def speak(voices: dict[str, Any], text: str, length_scale: float) -> np.ndarray:
+    """`text` spoken by Piper at `length_scale` (vita-tiny's data voices), 16 kHz."""
     from modeling_vita.duplex_audio_input import resample
+    from recipes.vita_tiny.voices import make_voice
 
-    chunks = list(tts.voice.synthesize(text, syn_config=SynthesisConfig(length_scale=length_scale)))
-    audio = np.concatenate([chunk.audio_float_array for chunk in chunks]).astype(np.float32)
-    return resample(audio, int(chunks[0].sample_rate), SR)
+    audio, rate = make_voice(("piper", "joe", length_scale), voices).synthesize(text)
+    return resample(audio, rate, SR)
 
 
 def speech_end(audio: np.ndarray) -> float:
@@ -92,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     model = AutoModel.from_pretrained(TINY, trust_remote_code=True).eval()
     tts = PiperTTS()
     speeds = (0.9, 1.0, 1.15)
-    clips = [speak(tts, QUESTIONS[i % len(QUESTIONS)], speeds[i % len(speeds)]) for i in range(args.questions)]
+    voices = {"piper": tts}  # the questions' Piper voice is the answers' loaded model, read at other speeds
+    clips = [speak(voices, QUESTIONS[i % len(QUESTIONS)], speeds[i % len(speeds)]) for i in range(args.questions)]
     configurations = {
         "defaults (turn model at 0.2 s, turn from the pause), Piper": {},
         "defaults, answers spoken by espeak-ng": {"tts": EspeakTTS()},
