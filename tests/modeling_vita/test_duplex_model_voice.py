@@ -101,7 +101,7 @@ def test_nan_in_the_answer_embeddings_is_an_error_event_and_speaking_goes_on(voi
     assert ready and {event.turn_id for event in ready} == {2}
 
 
-def test_speech_streams_while_generate_writes_the_answer(voice):
+def test_the_speech_streamer_speaks_the_answer_generate_writes_sentence_by_sentence(voice):
     from modeling_vita.generation_vita import run_turn
     from modeling_vita.speech_streamer_vita import VitaSpeechStreamer
     from processing_vita import VitaState
