@@ -26,8 +26,8 @@ test-all: install-dev
 	$(PYTHON) -m pytest -m "not vllm" -q
 
 # The vLLM plugin (vllm_vita) in its own environment: vLLM 0.32 pins transformers < 5.20, this project needs 5.24.
-# Measured here: the first install takes 3 min 22 s (PyPI) and .venv-vllm is 3.5 GB; the tests then take about
-# 2 min on 2 CPU cores (two engines and one server, ~20-30 s start-up each). The tiny reference folders are built
+# Measured here: .venv-vllm is 3.5 GB; from a fresh venv with a warm pip cache the target takes 4 min 53 s, 2 min 10 s
+# of it tests on 2 CPU cores (two engines and one server, ~20-30 s start-up each). The tiny reference folders are built
 # with this project's environment ($(PYTHON)), since they need modeling_vita.
 VLLM_VENV ?= .venv-vllm
 VLLM_PYTHON = $(VLLM_VENV)/bin/python
