@@ -279,6 +279,34 @@ def add_at_snr(audio: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarra
     return (audio + noise[: len(audio)] * scale).astype(np.float32)
 
 
+def change_voice(audio: np.ndarray, sampling_rate: int, pitch: float, tempo: float = 1.0) -> np.ndarray:
+    """Another speaker from `audio`: pitch and formants times `pitch` (the clip replayed faster, as a shorter vocal
+    tract would sound), then its pace set to `tempo` times the original's by a phase vocoder."""
+    import torch
+    import torchaudio.functional as F
+
+    if not (0.5 <= pitch <= 2.0 and 0.5 <= tempo <= 2.0):
+        raise ValueError(f"change_voice takes pitch and tempo factors in [0.5, 2], found pitch={pitch}, tempo={tempo}")
+    audio = np.asarray(audio, dtype=np.float32)
+    # Resampling from a rate `pitch` times higher plays the clip `pitch` times faster and higher (the rates as a
+    # ratio in hundredths: a short resampling filter whatever the clip's own rate).
+    if pitch != 1.0:
+        shifted = F.resample(torch.from_numpy(audio), int(round(100 * pitch)), 100).numpy()
+    else:
+        shifted = audio
+    rate = tempo / pitch  # the phase vocoder's speed-up that brings the pace from `pitch` to `tempo`
+    if abs(rate - 1.0) < 1e-3 or len(shifted) < 1024:
+        return shifted.astype(np.float32)
+    n_fft, hop = 512, 128
+    window = torch.hann_window(n_fft)
+    spectrum = torch.stft(torch.from_numpy(shifted), n_fft, hop, window=window, return_complex=True)
+    advance = torch.linspace(0, np.pi * hop, n_fft // 2 + 1)[:, None]
+    stretched = F.phase_vocoder(spectrum, rate, advance)
+    out = torch.istft(stretched, n_fft, hop, window=window).numpy()
+    peak = float(np.max(np.abs(out))) if out.size else 0.0
+    return (out / peak * min(peak, 0.99) if peak > 0 else out).astype(np.float32)
+
+
 __all__ = [
     "AugmentParams",
     "Augmenter",
@@ -286,6 +314,7 @@ __all__ = [
     "augment",
     "babble_noise",
     "band_limit",
+    "change_voice",
     "codec_round_trip",
     "coloured_noise",
     "convolve_room",

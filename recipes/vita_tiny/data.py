@@ -1,27 +1,29 @@
-"""Synthetic data for vita-tiny: a closed little world a ~6 M-parameter VITA can learn on CPU in minutes.
+"""Synthetic data for vita-tiny: a closed little world a ~7 M-parameter VITA can learn on CPU in minutes.
 
 Design: the vita-tiny issue (text QA in English and Chinese for stage 1 and the vocabulary extension, generated images
-and videos of coloured shapes, spoken questions and background talk from Piper and espeak-ng voices with noise, and
-held-out voices, speeds and phrasings) and VITA's state-token rule: an answer opens with
-`<1>` after a user turn holding audio meant for the assistant, `<2>` (and nothing else) for background talk, `<3>`
-otherwise. This module builds the rows and writes the splits; what they are made of lives beside it: the world of
-shapes, its pictures, videos and captions in `world.py`, the questions, prompts and background sentences in
-`phrasings.py`, the speakers in `voices.py`. Rows use the converted format of `recipes/data.py` (written by its
-`save_rows`); speech is written by `write_speech` of `recipes/speech_data.py`.
+and videos of coloured shapes, spoken questions and background talk, held-out voices, speeds and phrasings), the
+voices issue (many voice families with whole families held out, rooms, microphones and codecs, background talk of
+several kinds, more ways of asking) and VITA's state-token rule: an answer opens with `<1>` after a user turn holding
+audio meant for the assistant, `<2>` (and nothing else) for background talk, `<3>` otherwise. This module builds the
+rows and writes the splits; what they are made of lives beside it: the world of shapes, its pictures, videos and
+captions in `world.py`, the questions, prompts and ways of asking in `phrasings.py`, background talk in
+`background_talk.py`, the speakers in `voices.py`, the spoken clips of each bank in `speech_bank.py`. Rows use the
+converted format of `recipes/data.py` (written by its `save_rows`).
 
-    python -m recipes.vita_tiny.data data/vita-tiny            # full build
+    python -m recipes.vita_tiny.data data/vita-tiny            # full build (needs espeak-ng and festival)
     python -m recipes.vita_tiny.data data/vita-tiny --small    # a few seconds, for tests
 
 Stage-1 rows (`llm_train`) are text QA and `say` rows that make the LLM say captions and training transcripts: the
 alignment stages keep the LLM frozen, so it must already produce their words, as a pretrained LLM would.
 
-Output: one `datasets` folder per split (`llm_train`, `vision_train`, `audio_train`, `sft_train`, `heldout`), the media
-under `media/`, `corpus.txt` for `processing_vita.tokenization_vita.train_extension_tokenizer`, `speech_index.json`
-(every clip with its text and voice, for the encoder's CTC pretraining) and `manifest.json`.
-Besides the converted columns each row has `task`, `voice` (`engine:voice@speed`, "" without speech), `phrasing`
-(the question template, "" without one) and `meta` (JSON ground truth: colour, shape, count, position, direction,
-spoken text). The held-out split uses voices, speeds, question templates and background sentences never used for
-training; its answers and fillers come from the same closed vocabularies, so the task stays learnable.
+Output: one `datasets` folder per split (`SPLITS`), the media under `media/`, `corpus.txt` for
+`processing_vita.tokenization_vita.train_extension_tokenizer`, `speech_index.json` (every clip with its text and
+voice, for the encoder's CTC pretraining) and `manifest.json`. Besides the converted columns each row has `task`,
+`voice` (`voices.voice_key`, "" without speech), `phrasing` (the question template, "" without one) and `meta` (JSON
+ground truth: colour, shape, count, position, direction, spoken text, way of asking, kind of background talk).
+`heldout` uses voice families, question templates, ways of asking, background sentences and augmentation draws never
+used for training; `heldout_previous` rebuilds the held-out split of the checkpoint before the voices issue. Their
+answers and fillers come from the same closed vocabularies, so the task stays learnable.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ from tqdm import tqdm
 
 from processing_vita import DEFAULT_STATE_TOKENS, VitaState
 from recipes.data import save_rows
-from recipes.speech_data import write_speech
 from recipes.vita_tiny.phrasings import (
     ASR_PROMPTS,
     CAPTION_PROMPTS,
@@ -51,17 +52,17 @@ from recipes.vita_tiny.phrasings import (
     SAY_PROMPTS,
     TEXT_FAMILIES,
     VIDEO_QUESTIONS,
-    background_sentences,
-    covering_sentences,
+    spoken_words,
     templates_for,
 )
+from recipes.vita_tiny.speech_bank import Clip, SpeechBanks
 from recipes.vita_tiny.voices import (
-    HELDOUT_VOICES,
+    PREVIOUS_HELDOUT_VOICES,
     SMALL_HELDOUT_VOICES,
     SMALL_TRAIN_VOICES,
-    TRAIN_VOICES,
-    make_voice,
+    draw_voices,
     select_voices,
+    voice_family,
     voice_key,
 )
 from recipes.vita_tiny.world import (
@@ -81,23 +82,32 @@ SPOKEN, NOISY, TYPED = (
     DEFAULT_STATE_TOKENS[state] for state in (VitaState.QUERY_AUDIO, VitaState.NOISY_AUDIO, VitaState.QUERY_TEXT)
 )
 
-# Speech is stored at the feature extractor's rate, so training does not resample every clip on every read.
-SPEECH_SAMPLE_RATE = 16_000
-SPLITS = ("llm_train", "vision_train", "audio_train", "sft_train", "heldout")
+# `heldout`: unseen voice families, augmentations, phrasings, ways of asking and background talk; `heldout_previous`:
+# the held-out split of the checkpoint before them (its voices, phrasings and statements, white noise), rebuilt.
+SPLITS = ("llm_train", "vision_train", "audio_train", "sft_train", "heldout", "heldout_previous")
+TTS_ENGINES = ("piper", "espeak", "festival")
 # The share of stage-1 (`llm_train`) rows that are `say` rows (SAY_PROMPTS); the rest are text QA.
 LLM_SAY_FRACTION = 0.35
 
-# Row counts per split; `spoken_questions`/`background_sentences`: distinct texts spoken for training (the held-out
-# bank gets a quarter as many); `voices_per_text`: how many voices speak each text (rows reuse the clips).
+# Row counts per split; `spoken_questions` / `background_sentences` (statements) / `background_talk` (the other kinds
+# of background talk): distinct texts spoken for training (the held-out bank gets a quarter as many);
+# `voices_per_text`: how many voices speak each text (rows reuse the clips); `train_voices` / `heldout_voices`:
+# speakers drawn from the training and the held-out families.
 DEFAULT_SIZES = {"llm_train": 6000, "vision_train": 3000, "audio_train": 2000, "sft_train": 10000, "heldout": 800,
-                 "spoken_questions": 200, "background_sentences": 150, "voices_per_text": 6}  # fmt: skip
+                 "heldout_previous": 800, "spoken_questions": 200, "background_sentences": 150,
+                 "background_talk": 150, "voices_per_text": 5, "train_voices": 64, "heldout_voices": 24}  # fmt: skip
 SMALL_SIZES = {"llm_train": 40, "vision_train": 12, "audio_train": 10, "sft_train": 40, "heldout": 36,
-               "spoken_questions": 4, "background_sentences": 4, "voices_per_text": 1}  # fmt: skip
-SNR_DB_RANGE = (5.0, 30.0)
+               "heldout_previous": 12, "spoken_questions": 4, "background_sentences": 4, "background_talk": 4,
+               "voices_per_text": 1, "train_voices": 2, "heldout_voices": 2}  # fmt: skip
+# Rooms simulated for the augmentations (a second each): the small build keeps to two.
+ROOMS, SMALL_ROOMS = 16, 2
 
 # Task mixtures: stage 3 (sft) mixes every modality and every state; the held-out split mirrors it.
-SFT_MIX = {"image_qa": 0.22, "image_spoken_qa": 0.15, "video_qa": 0.15, "spoken_qa": 0.1, "background": 0.13,
-           "text_qa": 0.13, "asr": 0.12}  # fmt: skip
+# How often a background row plays each kind of talk (`background_talk.py`; statements from `phrasings.py`).
+BACKGROUND_ROW_SHARES = {"statement": 0.35, "addressed": 0.3, "media": 0.2, "backchannel": 0.15}
+# Background talk has several kinds now (statements, talk to others, TV and radio, backchannels): a larger share.
+SFT_MIX = {"image_qa": 0.21, "image_spoken_qa": 0.15, "video_qa": 0.15, "spoken_qa": 0.1, "background": 0.16,
+           "text_qa": 0.11, "asr": 0.12}  # fmt: skip
 
 
 def _row(
@@ -126,64 +136,14 @@ def _row(
 class _Builder:
     """Holds the random streams, the media root and the speech banks while the splits are written."""
 
-    def __init__(self, root: Path, seed: int, sizes: dict[str, int], train_voices: list, heldout_voices: list) -> None:
+    def __init__(self, root: Path, seed: int, sizes: dict[str, int], voices: dict[str, list], rooms: int) -> None:
         self.root, self.media = root, root / "media"
         self.rng, self.np_rng = random.Random(seed), np.random.default_rng(seed)
         self.sizes, self.seed = sizes, seed
-        self.voices = {False: train_voices, True: heldout_voices}
-        self.banks: dict[bool, dict[str, list[tuple[str, str, str]]]] = {}
-        self.bank_texts: dict[bool, dict[str, list]] = {}
-        self.n_clips, self.seconds = 0, 0.0
+        self.speech = SpeechBanks(self.media, seed, sizes, voices, rooms)
 
-    # -- speech --------------------------------------------------------------------------------------------------
-    def speech_texts(self, heldout: bool) -> dict[str, list[str]]:
-        """Texts to speak, by kind: image questions, text questions, background talk (disjoint train / held-out)."""
-        rng = random.Random(self.seed + 1)  # the same draw for both banks, so their background halves are disjoint
-        sentences = background_sentences()
-        rng.shuffle(sentences)
-        n_bg, n_q = self.sizes["background_sentences"], self.sizes["spoken_questions"]
-        if heldout:
-            n_bg, n_q = max(2, n_bg // 4), max(2, n_q // 4)
-        cut = len(sentences) // 5  # the first fifth is the held-out pool
-        background = sentences[:cut][:n_bg] if heldout else covering_sentences(sentences[cut:], n_bg)
-        questions = []
-        for _ in range(n_q):
-            family = ENGLISH_FAMILIES[rng.randrange(len(ENGLISH_FAMILIES))]
-            templates, items = TEXT_FAMILIES[family]
-            template = rng.choice(templates_for(templates, heldout))
-            fillers, answer = rng.choice(items)
-            questions.append((template.format(**fillers), template, answer))
-        image_q = [(t, kind) for kind, ts in IMAGE_QUESTIONS.items()
-                   for t in templates_for(ts, heldout, HELDOUT_PHRASINGS_PER_KIND)]  # fmt: skip
-        return {"image": image_q, "text": questions, "background": background}
-
-    def build_bank(self, heldout: bool, engine_cache: dict[str, Any]) -> None:
-        texts = self.speech_texts(heldout)
-        self.bank_texts[heldout] = texts
-        all_texts = [t for t, _ in texts["image"]] + [q for q, _, _ in texts["text"]] + texts["background"]
-        voices = list(self.voices[heldout])
-        random.Random(self.seed + 2).shuffle(voices)
-        per_text = min(self.sizes["voices_per_text"], len(voices))
-        jobs = [(text, voices[(i + j) % len(voices)]) for i, text in enumerate(all_texts) for j in range(per_text)]
-        noise_rng = np.random.default_rng(self.seed + 3 + heldout)
-        snr_rng = random.Random(self.seed + 5 + heldout)
-        bank: dict[str, list[tuple[str, str, str]]] = {}
-        split = "heldout" if heldout else "train"
-        for index, (text, voice) in enumerate(tqdm(jobs, desc=f"speech ({split})", unit="clip")):
-            key = voice_key(voice)
-            relative = f"speech/{split}/{key.replace(':', '_').replace('@', '_')}/{index:05d}.wav"
-            if key not in engine_cache:
-                engine_cache[key] = make_voice(voice, engine_cache)
-            tts = engine_cache[key]
-            self.seconds += write_speech(
-                tts, text, self.media / relative, snr_rng.uniform(*SNR_DB_RANGE), noise_rng, SPEECH_SAMPLE_RATE
-            )
-            self.n_clips += 1
-            bank.setdefault(text, []).append((relative, key, text))
-        self.banks[heldout] = bank
-
-    def clip(self, text: str, heldout: bool) -> tuple[str, str, str]:
-        return self.rng.choice(self.banks[heldout][text])
+    def clip(self, text: str, bank: str) -> Clip:
+        return self.speech.clip(text, bank, self.rng)
 
     # -- media ---------------------------------------------------------------------------------------------------
     def image(self, split: str, index: int) -> tuple[str, dict[str, Any]]:
@@ -202,34 +162,41 @@ class _Builder:
         return relative, {"colour": colour, "shape": shape, "direction": direction}
 
     # -- rows by task --------------------------------------------------------------------------------------------
-    def text_qa(self, rid: str, heldout: bool, english_only: bool = False) -> dict[str, Any]:
+    # `bank` is the speech bank a row draws from ("train", "heldout", "previous"); every bank but "train" asks with
+    # the held-out phrasings.
+    def text_qa(self, rid: str, bank: str, english_only: bool = False) -> dict[str, Any]:
         families = ENGLISH_FAMILIES if english_only else list(TEXT_FAMILIES)
         templates, items = TEXT_FAMILIES[self.rng.choice(families)]
-        template = self.rng.choice(templates_for(templates, heldout))
+        template = self.rng.choice(templates_for(templates, bank != "train"))
         fillers, answer = self.rng.choice(items)
         return _row(rid, "text_qa", [template.format(**fillers)], TYPED + answer, phrasing=template)
 
-    def _image_question(self, meta: dict[str, Any], heldout: bool) -> tuple[str, str]:
+    def _image_question(self, meta: dict[str, Any]) -> tuple[str, str]:
         kinds = [k for k in IMAGE_QUESTIONS if k != "position" or meta["count"] == 1]
         kind = self.rng.choice(kinds)
         answer = {"colour": meta["colour"], "shape": meta["shape"], "count": NUMBERS[meta["count"]],
                   "position": meta["position"]}[kind]  # fmt: skip
-        return self.rng.choice(templates_for(IMAGE_QUESTIONS[kind], heldout, HELDOUT_PHRASINGS_PER_KIND)), answer
+        return kind, answer
 
-    def image_qa(self, rid: str, split: str, index: int, heldout: bool, spoken: bool = False) -> dict[str, Any]:
+    def image_qa(self, rid: str, split: str, index: int, bank: str, spoken: bool = False) -> dict[str, Any]:
         path, meta = self.image(split, index)
-        question, answer = self._image_question(meta, heldout)
+        kind, answer = self._image_question(meta)
         if not spoken:
+            templates = templates_for(IMAGE_QUESTIONS[kind], bank != "train", HELDOUT_PHRASINGS_PER_KIND)
+            question = self.rng.choice(templates)
             return _row(rid, "image_qa", ["<image>", question], TYPED + answer, images=[path],
                         phrasing=question, meta=meta)  # fmt: skip
-        audio, voice, _ = self.clip(question, heldout)
+        question, _, style, template = self.rng.choice([q for q in self.speech.texts[bank]["image"] if q[1] == kind])
+        clip = self.clip(question, bank)
         return _row(rid, "image_spoken_qa", ["<image>", "<audio>"], SPOKEN + answer, images=[path],
-                    audios=[audio], voice=voice, phrasing=question, meta={**meta, "text": question})  # fmt: skip
+                    audios=[clip.path], voice=clip.voice, phrasing=template,
+                    meta={**meta, "text": clip.text, "style": style})  # fmt: skip
 
-    def video_qa(self, rid: str, split: str, index: int, heldout: bool) -> dict[str, Any]:
+    def video_qa(self, rid: str, split: str, index: int, bank: str) -> dict[str, Any]:
         path, meta = self.video(split, index)
         kind = self.rng.choice(list(VIDEO_QUESTIONS))
-        question = self.rng.choice(templates_for(VIDEO_QUESTIONS[kind], heldout, HELDOUT_PHRASINGS_PER_KIND))
+        templates = templates_for(VIDEO_QUESTIONS[kind], bank != "train", HELDOUT_PHRASINGS_PER_KIND)
+        question = self.rng.choice(templates)
         return _row(rid, "video_qa", ["<video>", question], TYPED + meta[kind], videos=[path],
                     phrasing=question, meta=meta)  # fmt: skip
 
@@ -257,58 +224,66 @@ class _Builder:
                     "direction": self.rng.choice(DIRECTIONS)}  # fmt: skip
             text = video_caption(meta)
         else:
-            text = self.rng.choice(sorted(self.banks[False]))
+            text = spoken_words(self.rng.choice(sorted(self.speech.clips["train"])))
         prompt = self.rng.choice(SAY_PROMPTS)
         return _row(rid, "say", [prompt.format(t=text)], TYPED + text, phrasing=prompt)
 
-    def spoken_qa(self, rid: str, heldout: bool) -> dict[str, Any]:
-        question, template, answer = self.rng.choice(self.bank_texts[heldout]["text"])
-        audio, voice, _ = self.clip(question, heldout)
-        return _row(rid, "spoken_qa", ["<audio>"], SPOKEN + answer, audios=[audio], voice=voice,
-                    phrasing=template, meta={"text": question})  # fmt: skip
+    def spoken_qa(self, rid: str, bank: str) -> dict[str, Any]:
+        question, template, answer, style = self.rng.choice(self.speech.texts[bank]["text"])
+        clip = self.clip(question, bank)
+        return _row(rid, "spoken_qa", ["<audio>"], SPOKEN + answer, audios=[clip.path], voice=clip.voice,
+                    phrasing=template, meta={"text": clip.text, "style": style})  # fmt: skip
 
-    def background(self, rid: str, split: str, index: int, heldout: bool) -> dict[str, Any]:
-        sentence = self.rng.choice(self.bank_texts[heldout]["background"])
-        audio, voice, _ = self.clip(sentence, heldout)
-        meta: dict[str, Any] = {"text": sentence}
+    def background(self, rid: str, split: str, index: int, bank: str) -> dict[str, Any]:
+        by_kind: dict[str, list[str]] = {}
+        for text, kind in self.speech.texts[bank]["background"]:
+            by_kind.setdefault(kind, []).append(text)
+        kinds = list(by_kind)  # the kind first, so the few backchannels are not drowned by the many statements
+        kind = self.rng.choices(kinds, weights=[BACKGROUND_ROW_SHARES[k] for k in kinds])[0]
+        sentence = self.rng.choice(by_kind[kind])
+        clip = self.clip(sentence, bank)
+        meta: dict[str, Any] = {"text": clip.text, "kind": kind}
         if self.rng.random() < 0.3:  # talk over a picture must not make the assistant describe the picture
             path, image_meta = self.image(split, index)
-            return _row(rid, "background", ["<image>", "<audio>"], NOISY, images=[path], audios=[audio],
-                        voice=voice, meta={**image_meta, **meta})  # fmt: skip
-        return _row(rid, "background", ["<audio>"], NOISY, audios=[audio], voice=voice, meta=meta)
+            return _row(rid, "background", ["<image>", "<audio>"], NOISY, images=[path], audios=[clip.path],
+                        voice=clip.voice, meta={**image_meta, **meta})  # fmt: skip
+        return _row(rid, "background", ["<audio>"], NOISY, audios=[clip.path], voice=clip.voice, meta=meta)
 
-    def asr(self, rid: str, heldout: bool) -> dict[str, Any]:
-        # Held-out transcription keeps to background talk: new sentences and voices, but no word unseen in training
-        # (held-out question templates bring new words, which no tiny model could spell).
-        texts = self.bank_texts[True]["background"] if heldout else sorted(self.banks[False])
-        text = self.rng.choice(texts)
-        audio, voice, _ = self.clip(text, heldout)
-        prompt = self.rng.choice(templates_for(ASR_PROMPTS, heldout))
-        return _row(rid, "asr", ["<audio>", prompt], SPOKEN + text, audios=[audio], voice=voice,
-                    phrasing=prompt, meta={"text": text})  # fmt: skip
+    def asr(self, rid: str, bank: str) -> dict[str, Any]:
+        # Held-out transcription keeps to the held-out statements: new sentences and voices, but no word unseen in
+        # training (held-out question templates and talk bring new words, which no tiny model could spell).
+        if bank == "train":
+            text = self.rng.choice(sorted(self.speech.clips[bank]))
+        else:
+            text = self.rng.choice([s for s, kind in self.speech.texts[bank]["background"] if kind == "statement"])
+        clip = self.clip(text, bank)
+        prompt = self.rng.choice(templates_for(ASR_PROMPTS, bank != "train"))
+        return _row(rid, "asr", ["<audio>", prompt], SPOKEN + clip.text, audios=[clip.path], voice=clip.voice,
+                    phrasing=prompt, meta={"text": clip.text})  # fmt: skip
 
-    def mixed(self, rid: str, split: str, index: int, heldout: bool) -> dict[str, Any]:
+    def mixed(self, rid: str, split: str, index: int, bank: str) -> dict[str, Any]:
         task = self.rng.choices(list(SFT_MIX), weights=list(SFT_MIX.values()))[0]
         if task in ("image_qa", "image_spoken_qa"):
-            return self.image_qa(rid, split, index, heldout, spoken=task == "image_spoken_qa")
+            return self.image_qa(rid, split, index, bank, spoken=task == "image_spoken_qa")
         if task == "video_qa":
-            return self.video_qa(rid, split, index, heldout)
+            return self.video_qa(rid, split, index, bank)
         if task == "spoken_qa":
-            return self.spoken_qa(rid, heldout)
+            return self.spoken_qa(rid, bank)
         if task == "background":
-            return self.background(rid, split, index, heldout)
+            return self.background(rid, split, index, bank)
         if task == "asr":
-            return self.asr(rid, heldout)
-        return self.text_qa(rid, heldout)
+            return self.asr(rid, bank)
+        return self.text_qa(rid, bank)
 
 
 def data_version() -> str:
-    """A digest of the generator's source (this module, `world.py`, `phrasings.py`, `voices.py`): a build made by
-    other code is not reused (`python -m recipes.vita_tiny`)."""
+    """A digest of the generator's source (this module, the vita-tiny modules it builds from and
+    `recipes/speech_augment.py`): a build made by other code is not reused (`python -m recipes.vita_tiny`)."""
     import hashlib
 
     here = Path(__file__)
-    sources = [here] + [here.with_name(name) for name in ("world.py", "phrasings.py", "voices.py")]
+    names = ("world.py", "phrasings.py", "voices.py", "background_talk.py", "speech_bank.py")
+    sources = [here, here.parent.parent / "speech_augment.py"] + [here.with_name(name) for name in names]
     return hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()[:16]
 
 
@@ -316,7 +291,7 @@ def build_vita_tiny_data(
     output_dir: str | Path,
     seed: int = 0,
     sizes: dict[str, int] | None = None,
-    tts_engines: tuple[str, ...] = ("piper", "espeak"),
+    tts_engines: tuple[str, ...] = TTS_ENGINES,
     small: bool = False,
 ) -> dict[str, Any]:
     """Write the vita-tiny splits, media, corpus and manifest under `output_dir`; returns the manifest.
@@ -335,25 +310,32 @@ def build_vita_tiny_data(
     bad = {k: v for k, v in sizes.items() if not isinstance(v, int) or v < (k in at_least_one)}
     if bad:
         raise ValueError(f"Bad sizes {bad}; expected non-negative integers, at least 1 for {list(at_least_one)}.")
-    unknown_engines = sorted(set(tts_engines) - {"piper", "espeak"})
+    unknown_engines = sorted(set(tts_engines) - set(TTS_ENGINES))
     if unknown_engines:
-        raise ValueError(f"Unknown tts_engines {unknown_engines}; expected 'piper' and/or 'espeak'.")
+        raise ValueError(f"Unknown tts_engines {unknown_engines}; expected some of {list(TTS_ENGINES)}.")
     root = Path(output_dir)
-    train_voices = select_voices(SMALL_TRAIN_VOICES if small else TRAIN_VOICES, tuple(tts_engines))
-    heldout_voices = select_voices(SMALL_HELDOUT_VOICES if small else HELDOUT_VOICES, tuple(tts_engines))
-    builder = _Builder(root, seed, sizes, train_voices, heldout_voices)
+    if small:
+        train, heldout = SMALL_TRAIN_VOICES, SMALL_HELDOUT_VOICES
+    else:
+        train = draw_voices(False, sizes["train_voices"], seed)
+        heldout = draw_voices(True, sizes["heldout_voices"], seed)
+    previous = SMALL_HELDOUT_VOICES if small else PREVIOUS_HELDOUT_VOICES
+    voices = {bank: select_voices(vs, tuple(tts_engines))
+              for bank, vs in (("train", train), ("heldout", heldout), ("previous", previous))}  # fmt: skip
+    builder = _Builder(root, seed, sizes, voices, SMALL_ROOMS if small else ROOMS)
     engines: dict[str, Any] = {}
-    builder.build_bank(False, engines)
-    builder.build_bank(True, engines)
+    for bank in ("train", "heldout", "previous"):
+        builder.speech.build(bank, engines)
 
     makers = {
         "llm_train": lambda rid, i: (
-            builder.say(rid) if builder.rng.random() < LLM_SAY_FRACTION else builder.text_qa(rid, False)
+            builder.say(rid) if builder.rng.random() < LLM_SAY_FRACTION else builder.text_qa(rid, "train")
         ),
         "vision_train": lambda rid, i: builder.caption(rid, "vision_train", i),
-        "audio_train": lambda rid, i: builder.asr(rid, False),
-        "sft_train": lambda rid, i: builder.mixed(rid, "sft_train", i, False),
-        "heldout": lambda rid, i: builder.mixed(rid, "heldout", i, True),
+        "audio_train": lambda rid, i: builder.asr(rid, "train"),
+        "sft_train": lambda rid, i: builder.mixed(rid, "sft_train", i, "train"),
+        "heldout": lambda rid, i: builder.mixed(rid, "heldout", i, "heldout"),
+        "heldout_previous": lambda rid, i: builder.mixed(rid, "heldout_previous", i, "previous"),
     }
     paths, counts, corpus = {}, {}, []
     for split, make in makers.items():
@@ -361,7 +343,7 @@ def build_vita_tiny_data(
         save_rows(rows, root / split)
         paths[split] = str(root / split)
         counts[split] = dict(sorted(Counter(r["task"] for r in rows).items()))
-        if split != "heldout":  # the tokenizer extension must not see held-out phrasings
+        if not split.startswith("heldout"):  # the tokenizer extension must not see held-out phrasings
             for row in rows:
                 for message in row["messages"]:
                     for block in message["content"]:
@@ -370,9 +352,9 @@ def build_vita_tiny_data(
                             corpus.append(text)
     # Every clip with its words and voice: the audio encoder's CTC pretraining reads this (`pretrain_audio.py`).
     speech_index = {
-        split: [{"audio": audio, "text": text, "voice": voice} for clips in builder.banks[held].values()
-                for audio, voice, text in clips]
-        for split, held in (("train", False), ("heldout", True))
+        bank: [{"audio": c.path, "text": c.text, "voice": c.voice} for clips in builder.speech.clips[bank].values()
+               for c in clips]
+        for bank in ("train", "heldout")
     }  # fmt: skip
     (root / "speech_index.json").write_text(json.dumps(speech_index, indent=1, ensure_ascii=False), encoding="utf-8")
     corpus_path = root / "corpus.txt"
@@ -380,9 +362,11 @@ def build_vita_tiny_data(
     manifest = {
         "seed": seed, "sizes": sizes, "splits": paths, "media_root": str(builder.media), "corpus": str(corpus_path),
         "speech_index": str(root / "speech_index.json"), "tasks": counts,
-        "voices": {"train": [voice_key(v) for v in train_voices], "heldout": [voice_key(v) for v in heldout_voices]},
-        "speech_texts": {"train": sorted(builder.banks[False]), "heldout": sorted(builder.banks[True])},
-        "generator": data_version(), "speech_clips": builder.n_clips, "speech_seconds": round(builder.seconds, 1),
+        "voices": {bank: [voice_key(v) for v in vs] for bank, vs in voices.items()},
+        "voice_families": {bank: sorted({voice_family(v) for v in vs}) for bank, vs in voices.items()},
+        "speech_texts": {b: sorted({spoken_words(t) for t in clips}) for b, clips in builder.speech.clips.items()},
+        "generator": data_version(), "speech_clips": builder.speech.n_clips,
+        "speech_seconds": round(builder.speech.seconds, 1),
         "build_seconds": round(time.time() - start, 1),
     }  # fmt: skip
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -394,7 +378,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("output", help="folder for the splits, media/, corpus.txt and manifest.json")
     parser.add_argument("--small", action="store_true", help="a few rows and clips (seconds), for tests")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tts", nargs="+", default=["piper", "espeak"], choices=["piper", "espeak"])
+    parser.add_argument("--tts", nargs="+", default=list(TTS_ENGINES), choices=list(TTS_ENGINES))
     parser.add_argument("--size", action="append", default=[], metavar="KEY=N",
                         help=f"override a size, e.g. sft_train=2000; keys: {', '.join(DEFAULT_SIZES)}")  # fmt: skip
     args = parser.parse_args(argv)

@@ -11,6 +11,8 @@ rows from these.
 
 from __future__ import annotations
 
+import random
+
 from recipes.vita_tiny.world import COLOURS, NUMBERS, ZH_COLOURS, ZH_NUMBERS
 
 # Question phrasings: each kind's own direct questions, plus shared frames filled with phrases naming the kind
@@ -147,3 +149,37 @@ def covering_sentences(sentences: list[str], n: int) -> list[str]:
         (first if words - seen else rest).append(sentence)
         seen |= words
     return (first + rest)[:n]
+
+
+# Ways of asking the assistant, for spoken questions only: a filler or a courtesy before the question, a terse
+# question about a picture, or a pause inside the question ("|", spoken as silence). The held-out split asks with
+# the last entries of each list, never heard in training.
+ASK_PREFIXES = ["Um, ", "Uh, ", "Excuse me, ", "Hey, ", "Hello, ", "So, ", "Okay, ", "Sorry, ", "Hmm, ", "Well, "]
+ASK_SUFFIXES = [" Please.", " Thanks.", " Thank you."]
+HELDOUT_ASK_STYLES = 3  # of the prefixes; one of the suffixes
+TERSE_IMAGE_QUESTIONS = {"colour": ["What colour?", "Colour?", "The colour?"],
+                         "shape": ["What shape?", "Shape?", "Which shape?"],
+                         "count": ["How many?", "How many of them?", "Count?"],
+                         "position": ["Where?", "Which side?", "Where is it?"]}  # fmt: skip
+ASK_STYLES = ("prefix", "suffix", "pause")
+
+
+def styled_question(question: str, style: str, rng: random.Random, heldout: bool) -> str:
+    """`question` asked in `style` (one of `ASK_STYLES`), from the training or the held-out styles."""
+    if style == "prefix":
+        prefix = rng.choice(templates_for(ASK_PREFIXES, heldout, HELDOUT_ASK_STYLES))
+        return prefix + question[0].lower() + question[1:]
+    if style == "suffix":
+        return question + rng.choice(templates_for(ASK_SUFFIXES, heldout))
+    if style == "pause":
+        words = question.split()
+        if len(words) < 3:
+            return question
+        cut = rng.randint(1, len(words) - 1)
+        return " ".join(words[:cut]) + " | " + " ".join(words[cut:])
+    raise ValueError(f"Unknown ask style {style!r}; expected one of {ASK_STYLES}.")
+
+
+def spoken_words(text: str) -> str:
+    """What a styled text says: its pause marks dropped (the transcript of its clip)."""
+    return " ".join(text.replace("|", " ").split())
