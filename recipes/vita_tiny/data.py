@@ -352,8 +352,8 @@ def build_vita_tiny_data(
                             corpus.append(text)
     # Every clip with its words and voice: the audio encoder's CTC pretraining reads this (`pretrain_audio.py`).
     speech_index = {
-        bank: [{"audio": c.path, "text": c.text, "voice": c.voice} for clips in builder.speech.clips[bank].values()
-               for c in clips]
+        bank: [{"audio": c.path, "text": c.text, "voice": c.voice, **({"clean": c.clean} if c.clean else {})}
+               for clips in builder.speech.clips[bank].values() for c in clips]
         for bank in ("train", "heldout")
     }  # fmt: skip
     (root / "speech_index.json").write_text(json.dumps(speech_index, indent=1, ensure_ascii=False), encoding="utf-8")

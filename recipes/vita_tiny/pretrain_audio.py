@@ -183,9 +183,12 @@ def pretrain_audio_encoder(
     head = CTCHead(encoder.config.hidden_size)
 
     media = data_dir / "media"
-    # Every perturbation of every clip is computed once; each epoch draws one per clip.
+    # Every perturbation of every clip is computed once; each epoch draws one per clip. A clip with a clean version
+    # (before rooms, microphones and noise) offers both, so about half the draws are clean: the encoder learns the
+    # words on clean speech and keeps them through the corruptions, which alone it learns too slowly.
     train = [
-        ([_features(extractor, media / clip["audio"], speed, rng.choice(VTLN_WARPS)) for speed in SPEED_FACTORS],
+        ([_features(extractor, media / path, speed, rng.choice(VTLN_WARPS)) for speed in SPEED_FACTORS
+          for path in (clip["audio"], clip.get("clean")) if path],
          transcript_labels(clip["text"]))
         for clip in index["train"]
     ]  # fmt: skip

@@ -361,3 +361,19 @@ def test_rows_encode_with_the_collator(built):
         if row["images"]:
             assert sample["pixel_values"].shape[-2:] == (56, 56) and sample["image_num_patches"].tolist() == [1]
         assert ("input_features" in sample) == bool(row["audios"]), task
+
+
+def test_training_clips_are_augmented_and_keep_their_clean_version(built):
+    """Training speech goes through rooms, microphones, codecs and noise; its clean version sits beside it for the
+    encoder's CTC pretraining (same length, different samples). Held-out clips have none."""
+    root, manifest, _ = built
+    index = json.loads((root / "speech_index.json").read_text())
+    media = Path(manifest["media_root"])
+    assert all("clean" not in clip for clip in index["heldout"])
+    changed = 0
+    for clip in index["train"]:
+        noisy, rate = soundfile.read(str(media / clip["audio"]), dtype="float32")
+        clean, clean_rate = soundfile.read(str(media / clip["clean"]), dtype="float32")
+        assert rate == clean_rate == 16_000 and len(noisy) == len(clean), clip["audio"]
+        changed += not np.allclose(noisy, clean, atol=1e-3)
+    assert changed >= 0.5 * len(index["train"])
