@@ -67,7 +67,9 @@ bench: install-dev
 	$(PYTHON) -m benchmarks.bench_model
 
 # Train the embedded default model from nothing (data, vocabulary extension, tower pretraining, 4 stages,
-# evaluation, export to spaces_demo/vita-tiny); 43.6 minutes measured on 2 CPU cores. Needs espeak-ng (apt).
+# evaluation, export to spaces_demo/vita-tiny); 50.3 minutes measured on 2 CPU cores. Needs espeak-ng, festival,
+# festvox-kallpc16k, festvox-kdlpc16k and festvox-us-slt-hts (apt). The committed checkpoint predates the current
+# data (recipes/vita_tiny/README.md, "Status").
 vita-tiny: install-dev
 	$(PYTHON) -m recipes.vita_tiny
 
