@@ -69,17 +69,3 @@ def kind_sentences(kind: str, heldout: bool, count: int, seed: int) -> list[str]
     # Templates in turn, so a small count still spans every template.
     mixed = [s for group in itertools.zip_longest(*pools) for s in group if s is not None]
     return mixed[:count]
-
-
-def background_kind(sentence: str) -> str:
-    """The kind of a background sentence: one of `BACKGROUND_KINDS`, or "statement" (the first background set)."""
-    if sentence in BACKCHANNELS:
-        return "backchannel"
-    for kind, templates in _TEMPLATES.items():
-        for template in templates:
-            pattern = re.escape(template)
-            for slot, words in _FILLERS.items():
-                pattern = pattern.replace(re.escape("{" + slot + "}"), "(?:" + "|".join(map(re.escape, words)) + ")")
-            if re.fullmatch(pattern, sentence):
-                return kind
-    return "statement"

@@ -1,4 +1,4 @@
-"""Synthetic data for vita-tiny: a closed little world a ~7 M-parameter VITA can learn on CPU in minutes.
+"""Synthetic data for vita-tiny: a closed little world a ~6 M-parameter VITA can learn on CPU in minutes.
 
 Design: the vita-tiny issue (text QA in English and Chinese for stage 1 and the vocabulary extension, generated images
 and videos of coloured shapes, spoken questions and background talk, held-out voices, speeds and phrasings), the
@@ -92,13 +92,14 @@ LLM_SAY_FRACTION = 0.35
 # Row counts per split; `spoken_questions` / `background_sentences` (statements) / `background_talk` (the other kinds
 # of background talk): distinct texts spoken for training (the held-out bank gets a quarter as many);
 # `voices_per_text`: how many voices speak each text (rows reuse the clips); `train_voices` / `heldout_voices`:
-# speakers drawn from the training and the held-out families.
+# speakers drawn from the training and the held-out families (draws of 64 and 24 give 63 and 24 distinct speakers;
+# the small build speaks with `voices.SMALL_TRAIN_VOICES` / `SMALL_HELDOUT_VOICES` instead).
 DEFAULT_SIZES = {"llm_train": 6000, "vision_train": 3000, "audio_train": 2000, "sft_train": 10000, "heldout": 800,
                  "heldout_previous": 800, "spoken_questions": 200, "background_sentences": 150,
                  "background_talk": 150, "voices_per_text": 5, "train_voices": 64, "heldout_voices": 24}  # fmt: skip
 SMALL_SIZES = {"llm_train": 40, "vision_train": 12, "audio_train": 10, "sft_train": 40, "heldout": 36,
                "heldout_previous": 12, "spoken_questions": 4, "background_sentences": 4, "background_talk": 4,
-               "voices_per_text": 1, "train_voices": 2, "heldout_voices": 2}  # fmt: skip
+               "voices_per_text": 1}  # fmt: skip
 # Rooms simulated for the augmentations (a second each): the small build keeps to two.
 ROOMS, SMALL_ROOMS = 16, 2
 
@@ -186,7 +187,7 @@ class _Builder:
             question = self.rng.choice(templates)
             return _row(rid, "image_qa", ["<image>", question], TYPED + answer, images=[path],
                         phrasing=question, meta=meta)  # fmt: skip
-        question, _, style, template = self.rng.choice([q for q in self.speech.texts[bank]["image"] if q[1] == kind])
+        question, _, style, template = self.rng.choice(self.speech.image_by_kind[bank][kind])
         clip = self.clip(question, bank)
         return _row(rid, "image_spoken_qa", ["<image>", "<audio>"], SPOKEN + answer, images=[path],
                     audios=[clip.path], voice=clip.voice, phrasing=template,
@@ -224,7 +225,7 @@ class _Builder:
                     "direction": self.rng.choice(DIRECTIONS)}  # fmt: skip
             text = video_caption(meta)
         else:
-            text = spoken_words(self.rng.choice(sorted(self.speech.clips["train"])))
+            text = spoken_words(self.rng.choice(self.speech.spoken_texts["train"]))
         prompt = self.rng.choice(SAY_PROMPTS)
         return _row(rid, "say", [prompt.format(t=text)], TYPED + text, phrasing=prompt)
 
@@ -235,9 +236,7 @@ class _Builder:
                     phrasing=template, meta={"text": clip.text, "style": style})  # fmt: skip
 
     def background(self, rid: str, split: str, index: int, bank: str) -> dict[str, Any]:
-        by_kind: dict[str, list[str]] = {}
-        for text, kind in self.speech.texts[bank]["background"]:
-            by_kind.setdefault(kind, []).append(text)
+        by_kind = self.speech.background_by_kind[bank]
         kinds = list(by_kind)  # the kind first, so the few backchannels are not drowned by the many statements
         kind = self.rng.choices(kinds, weights=[BACKGROUND_ROW_SHARES[k] for k in kinds])[0]
         sentence = self.rng.choice(by_kind[kind])
@@ -253,9 +252,9 @@ class _Builder:
         # Held-out transcription keeps to the held-out statements: new sentences and voices, but no word unseen in
         # training (held-out question templates and talk bring new words, which no tiny model could spell).
         if bank == "train":
-            text = self.rng.choice(sorted(self.speech.clips[bank]))
+            text = self.rng.choice(self.speech.spoken_texts[bank])
         else:
-            text = self.rng.choice([s for s, kind in self.speech.texts[bank]["background"] if kind == "statement"])
+            text = self.rng.choice(self.speech.background_by_kind[bank]["statement"])
         clip = self.clip(text, bank)
         prompt = self.rng.choice(templates_for(ASR_PROMPTS, bank != "train"))
         return _row(rid, "asr", ["<audio>", prompt], SPOKEN + clip.text, audios=[clip.path], voice=clip.voice,

@@ -1,6 +1,6 @@
 """The words of vita-tiny's questions and prompts: question templates for pictures and videos, caption, say and
-transcription prompts, the text QA families (English and Chinese), the background-talk sentences, and which of them
-are held out.
+transcription prompts, the text QA families (English and Chinese), the background statements, the ways of asking a
+spoken question (`styled_question`), and which of them are held out.
 
 Design: the vita-tiny issue (text QA in English and Chinese for stage 1 and the vocabulary extension, held-out
 phrasings). The held-out split asks with templates used nowhere in training (`templates_for` picks either side of a

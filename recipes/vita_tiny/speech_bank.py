@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -28,6 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from tqdm import tqdm
 
+from processing_vita.feature_extraction_vita import resample_waveform
 from recipes.speech_data import write_speech
 from recipes.vita_tiny.background_talk import kind_sentences
 from recipes.vita_tiny.phrasings import (
@@ -43,7 +43,7 @@ from recipes.vita_tiny.phrasings import (
     styled_question,
     templates_for,
 )
-from recipes.vita_tiny.voices import make_voice, voice_family, voice_key
+from recipes.vita_tiny.voices import make_voice, voice_key
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +100,12 @@ class SpeechBanks:
         self.media, self.seed, self.sizes, self.voices, self.rooms = media, seed, sizes, voices, rooms
         self.texts: dict[str, dict[str, list]] = {}
         self.clips: dict[str, dict[str, list[Clip]]] = {}
+        # Per bank, what the rows draw from (kept in `texts` order, so the draws do not depend on this cache):
+        # image questions and background sentences by kind, and every text spoken, sorted.
+        self.image_by_kind: dict[str, dict[str, list[tuple]]] = {}
+        self.background_by_kind: dict[str, dict[str, list[str]]] = {}
+        self.spoken_texts: dict[str, list[str]] = {}
         self.n_clips, self.seconds = 0, 0.0
-        self._piper_lock = threading.Lock()
 
     # -- what each bank says -----------------------------------------------------------------------------------------
     def bank_texts(self, bank: str) -> dict[str, list]:
@@ -166,15 +170,17 @@ class SpeechBanks:
     def _engine(self, voice: Any, cache: dict[str, Any]) -> Any:
         key = voice_key(voice)
         if key not in cache:
-            engine = make_voice(voice, cache)
-            if voice[0] == "piper":  # piper's phonemizer keeps global state: one clip at a time
-                engine = _Locked(engine, self._piper_lock)
-            cache[key] = _Pausing(engine, f"{self.seed}-{key}")
+            cache[key] = _Pausing(make_voice(voice, cache), f"{self.seed}-{key}")
         return cache[key]
 
     def build(self, bank: str, cache: dict[str, Any]) -> None:
         texts = self.bank_texts(bank)
         self.texts[bank] = texts
+        self.image_by_kind[bank], self.background_by_kind[bank] = {}, {}
+        for entry in texts["image"]:
+            self.image_by_kind[bank].setdefault(entry[1], []).append(entry)
+        for text, kind in texts["background"]:
+            self.background_by_kind[bank].setdefault(kind, []).append(text)
         all_texts = [t[0] for kind in ("image", "text", "background") for t in texts[kind]]
         voices = list(self.voices[bank])
         random.Random(self.seed + 2).shuffle(voices)
@@ -195,28 +201,28 @@ class SpeechBanks:
                     key = voice_key(voice)
                     relative = f"speech/{bank}/{key.replace(':', '_').replace('@', '_')}/{index:05d}.wav"
                     snr = snr_rng.uniform(*PREVIOUS_SNR_DB) if augmenter is None else None
-                    self.seconds += write_speech(_Spoken(samples, rate), text, self.media / relative, snr, noise_rng,
-                                                 SPEECH_SAMPLE_RATE, augmenter=augmenter)  # fmt: skip
+                    # Once at the stored rate, for both the clip and its clean copy.
+                    speech = _Spoken(_resampled(samples, rate), SPEECH_SAMPLE_RATE)
+                    self.seconds += write_speech(speech, text, self.media / relative, snr, noise_rng,
+                                                 augmenter=augmenter)  # fmt: skip
                     clean = ""
                     if bank == "train":  # the encoder's CTC pretraining hears both (`pretrain_audio.py`)
                         clean = relative.replace("speech/train/", "speech/train_clean/", 1)
-                        write_speech(_Spoken(samples, rate), text, self.media / clean, sample_rate=SPEECH_SAMPLE_RATE)
+                        write_speech(speech, text, self.media / clean)
                     self.n_clips += 1
                     clips.setdefault(text, []).append(Clip(relative, key, spoken_words(text), clean))
                     bar.update()
         self.clips[bank] = clips
+        self.spoken_texts[bank] = sorted(clips)
 
     def clip(self, text: str, bank: str, rng: random.Random) -> Clip:
         return rng.choice(self.clips[bank][text])
 
-    def families(self, bank: str) -> list[str]:
-        return sorted({voice_family(v) for v in self.voices[bank]})
 
+def _resampled(samples: np.ndarray, rate: int) -> np.ndarray:
+    import torch
 
-class _Locked:
-    def __init__(self, engine: Any, lock: threading.Lock) -> None:
-        self.engine, self.lock = engine, lock
-
-    def synthesize(self, text: str) -> tuple[np.ndarray, int]:
-        with self.lock:
-            return self.engine.synthesize(text)
+    samples = np.asarray(samples, dtype=np.float32)
+    if rate == SPEECH_SAMPLE_RATE:
+        return samples
+    return resample_waveform(torch.from_numpy(samples), rate, SPEECH_SAMPLE_RATE).numpy()

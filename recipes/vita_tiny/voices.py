@@ -16,6 +16,7 @@ import random
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -49,6 +50,7 @@ ESPEAK_HELDOUT_VARIANTS = ESPEAK_VARIANTS[3::4]
 ESPEAK_SPEEDS = (120, 200)  # words a minute, drawn uniformly
 FESTIVAL_TRAIN_VOICES = ("kal_diphone", "cmu_us_slt_arctic_hts")
 FESTIVAL_HELDOUT_VOICES = ("ked_diphone",)
+FESTIVAL_SPEAKERS = {"kal_diphone": "kal", "ked_diphone": "ked", "cmu_us_slt_arctic_hts": "slt"}  # voice -> family
 FESTIVAL_STRETCH = (0.85, 1.25)
 PIPER_LENGTH_SCALES = (0.75, 0.95, 1.0, 1.1, 1.25)  # 0.85 stays unheard: the previous held-out split's speed
 PIPER_NOISE_SCALES = (0.4, 0.667, 0.9)
@@ -81,7 +83,7 @@ def voice_family(voice: tuple) -> str:
     if voice.engine == "espeak":
         return f"espeak-{voice.name.split('+')[0]}"
     if voice.engine == "festival":
-        return f"festival-{voice.name.split('_')[0] if voice.name.endswith('_diphone') else voice.name.split('_')[2]}"
+        return f"festival-{FESTIVAL_SPEAKERS.get(voice.name, voice.name)}"
     return voice.engine
 
 
@@ -124,16 +126,17 @@ def draw_voices(heldout: bool, count: int, seed: int) -> list[Voice]:
 
 class _PiperAtSpeed:
     """One loaded Piper voice read at a given length scale and noise scale (loading the model costs seconds; share
-    it)."""
+    it). The voices sharing it share `lock` too: Piper's phonemizer keeps global state, so one clip at a time."""
 
-    def __init__(self, base: Any, length_scale: float, noise_scale: float | None = None) -> None:
-        self.base, self.length_scale, self.noise_scale = base, length_scale, noise_scale
+    def __init__(self, base: Any, lock: threading.Lock, length_scale: float, noise_scale: float | None = None) -> None:
+        self.base, self.lock, self.length_scale, self.noise_scale = base, lock, length_scale, noise_scale
 
     def synthesize(self, text: str) -> tuple[np.ndarray, int]:
         from piper import SynthesisConfig
 
         config = SynthesisConfig(length_scale=self.length_scale, noise_scale=self.noise_scale)
-        chunks = list(self.base.voice.synthesize(text, syn_config=config))
+        with self.lock:
+            chunks = list(self.base.voice.synthesize(text, syn_config=config))
         if not chunks:
             return np.zeros(0, dtype=np.float32), 22_050
         return np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32), int(chunks[0].sample_rate)
@@ -185,8 +188,8 @@ def make_voice(voice: tuple, cache: dict[str, Any]) -> Any:
     voice = Voice(*voice)
     if voice.engine == "piper":
         if "piper" not in cache:
-            cache["piper"] = make_tts("piper")
-        engine: Any = _PiperAtSpeed(cache["piper"], float(voice.speed), voice.noise_scale)
+            cache["piper"], cache["piper_lock"] = make_tts("piper"), threading.Lock()
+        engine: Any = _PiperAtSpeed(cache["piper"], cache["piper_lock"], float(voice.speed), voice.noise_scale)
     elif voice.engine == "festival":
         engine = FestivalTTS(voice.name, float(voice.speed))
     elif voice.engine == "espeak":

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from recipes.speech_augment import change_voice
-from recipes.vita_tiny.background_talk import BACKCHANNELS, BACKGROUND_KINDS, background_kind, kind_sentences
-from recipes.vita_tiny.phrasings import ASK_PREFIXES, HELDOUT_ASK_STYLES, spoken_words, styled_question
+from recipes.vita_tiny.background_talk import BACKCHANNELS, BACKGROUND_KINDS, kind_sentences
+from recipes.vita_tiny.phrasings import (
+    ASK_PREFIXES,
+    HELDOUT_ASK_STYLES,
+    background_sentences,
+    spoken_words,
+    styled_question,
+)
 from recipes.vita_tiny.speech_bank import _Pausing
 from recipes.vita_tiny.voices import (
     ESPEAK_HELDOUT_VARIANTS,
@@ -85,16 +91,17 @@ def test_festival_speaks_and_stretches():
 
 
 def test_background_kinds_split_their_sentences_between_training_and_heldout():
+    seen = set(background_sentences())  # the statements, a kind of their own
     for kind in BACKGROUND_KINDS:
         train = kind_sentences(kind, heldout=False, count=500, seed=0)
         heldout = kind_sentences(kind, heldout=True, count=500, seed=0)
         assert train and heldout and not set(train) & set(heldout), kind
-        assert {background_kind(s) for s in train + heldout} == {kind}
         assert kind_sentences(kind, heldout=False, count=500, seed=0) == train
+        assert not seen & set(train + heldout), kind  # no sentence belongs to two kinds
+        seen |= set(train + heldout)
     assert set(BACKCHANNELS) == set(kind_sentences("backchannel", False, 99, 0)) | set(
         kind_sentences("backchannel", True, 99, 0)
     )
-    assert background_kind("I will buy some bread later.") == "statement"
     with pytest.raises(ValueError, match="Unknown background kind"):
         kind_sentences("gossip", False, 3, 0)
 
