@@ -114,9 +114,15 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
     plt.close(fig)
 
 
-def headline(report: dict[str, Any], rows: Any) -> dict[str, float | None]:
-    """The numbers the issues ask for, from an `evaluate.py` report and the rows it scored."""
-    background = task_breakdown(report, rows).get("background")
+def meets(name: str, value: float | None) -> bool:
+    """Whether a headline number reaches its target in `TARGETS`."""
+    op, bound = TARGETS[name]
+    return value is not None and (value >= bound if op == ">=" else value < bound)
+
+
+def headline(report: dict[str, Any], tasks: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """The numbers the issues ask for, from an `evaluate.py` report and its `breakdown` by task."""
+    background = tasks.get("background")
     return {
         "state accuracy": report["state"]["accuracy"],
         "background ignored": background["state"] / background["n"] if background else None,
@@ -133,40 +139,28 @@ def voices_summary(data_dir: Path) -> dict[str, Any]:
             "heldout_families": manifest["voice_families"]["heldout"]}  # fmt: skip
 
 
-def family_breakdown(report: dict[str, Any], rows: Any) -> dict[str, dict[str, int]]:
-    """State accuracy of the spoken rows by the voice family that spoke them (`voices.voice_family`)."""
-    from recipes.vita_tiny.voices import family_of_key
-
-    families = {row["id"]: family_of_key(row["voice"]) for row in rows}
-    out: dict[str, dict[str, int]] = {}
-    for sample in report["samples"]:
-        family = families.get(sample["id"], "")
-        if family:
-            entry = out.setdefault(family, {"n": 0, "state": 0})
-            entry["n"] += 1
-            entry["state"] += sample["expected_state"] == sample["predicted_state"]
-    return dict(sorted(out.items()))
-
-
 def targets_met(summary: dict[str, Any]) -> dict[str, bool]:
     """Every target on every evaluated split, and every held-out voice family's state accuracy."""
     met = {}
     for split, result in summary["splits"].items():
         for name, value in result["headline"].items():
-            op, bound = TARGETS[name]
-            met[f"{split}: {name}"] = value is not None and (value >= bound if op == ">=" else value < bound)
+            met[f"{split}: {name}"] = meets(name, value)
         if split == "heldout":
             for family, entry in result["families"].items():
                 met[f"{split}: family {family}"] = entry["state"] / entry["n"] >= FAMILY_TARGET
     return met
 
 
-def task_breakdown(report: dict[str, Any], rows: Any) -> dict[str, dict[str, Any]]:
-    """Accuracy by the data's `task` column (state correct and, where there is an answer, answer correct)."""
-    tasks = {row["id"]: row["task"] for row in rows}
+def breakdown(report: dict[str, Any], labels: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Accuracy by a label of each row (`labels`: row id -> label; rows labelled "" are left out): state correct
+    and, where there is an answer, answer correct. By the data's `task` column, or by the voice family that spoke
+    the row (`voices.family_of_key` of its `voice`)."""
     out: dict[str, dict[str, Any]] = {}
     for sample in report["samples"]:
-        entry = out.setdefault(tasks.get(sample["id"], "?"), {"n": 0, "state": 0, "answer": 0, "answered": 0})
+        label = labels.get(sample["id"], "?")
+        if not label:
+            continue
+        entry = out.setdefault(label, {"n": 0, "state": 0, "answer": 0, "answered": 0})
         entry["n"] += 1
         entry["state"] += sample["expected_state"] == sample["predicted_state"]
         if "correct" in sample:
@@ -185,8 +179,7 @@ def results_markdown(summary: dict[str, Any]) -> str:
         shown = []
         for result in splits.values():
             value = result["headline"].get(name)
-            ok = value is not None and (value >= bound if op == ">=" else value < bound)
-            shown.append("-" if value is None else f"{value:.3f}" + ("" if ok else " (missed)"))
+            shown.append("-" if value is None else f"{value:.3f}" + ("" if meets(name, value) else " (missed)"))
         lines.append(f"| {name} | {' | '.join(shown)} | {op} {bound} |")
     for split, result in splits.items():
         target = f" (target >= {FAMILY_TARGET} each)" if split == "heldout" else ""
@@ -342,6 +335,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         previous = timed(stage, run_stage, stage, data_dir, work_dir, previous, extra)
 
     from recipes.evaluate import evaluate, format_report, load_model_and_processor, load_rows
+    from recipes.vita_tiny.voices import family_of_key
 
     def run_eval() -> dict[str, dict[str, Any]]:
         model, processor = load_model_and_processor(str(previous))
@@ -352,8 +346,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             (work_dir / f"eval_{split}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
             (work_dir / f"eval_{split}.txt").write_text(format_report(report) + "\n")
             print(f"== {split}\n{format_report(report)}")
-            results[split] = {"headline": headline(report, rows), "tasks": task_breakdown(report, rows),
-                              "families": family_breakdown(report, rows)}  # fmt: skip
+            tasks = breakdown(report, {row["id"]: row["task"] for row in rows})
+            families = breakdown(report, {row["id"]: family_of_key(row["voice"]) for row in rows})
+            results[split] = {"headline": headline(report, tasks), "tasks": tasks, "families": families}
         return results
 
     splits = timed("evaluate", run_eval)
@@ -369,7 +364,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plot_curves(histories, curves)
     seconds["export"] = time.time() - t0
     summary = {
-        "headline": splits["heldout"]["headline"],
         "splits": splits,
         "initialize": init_summary,
         "audio_pretrain": {k: v for k, v in audio_summary.items() if k != "log_history"},
