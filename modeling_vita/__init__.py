@@ -7,38 +7,78 @@ Importing the package registers VITA with transformers' Auto classes and the "vi
 """
 
 import logging
+from typing import Any
 
-from transformers import (
-    AutoConfig,
-    AutoFeatureExtractor,
-    AutoImageProcessor,
-    AutoModel,
-    AutoModelForCausalLM,
-    AutoModelForImageTextToText,
-    AutoModelForMultimodalLM,
-    AutoProcessor,
-    AutoVideoProcessor,
-)
+import transformers
+from packaging.version import Version
 
-from .audio_encoder import VitaAudioEncoder, get_audio_token_count
-from .codec_vita import VitaCodecModel
-from .configuration_vita import VitaAudioEncoderConfig, VitaConfig
-from .configuration_vita_codec import VitaCodecConfig
-from .configuration_vita_speech import VitaSpeechConfig, VitaSpeechDecoderConfig
 from .duplex_events import AudioOut
 from .duplex_session import DuplexSession, SessionOptions
 from .duplex_speech_output import EspeakTTS, PiperTTS, TTSEngine, make_tts
 from .duplex_vad import VADParams
 from .generation_vita import VitaTurnStreamer
-from .modeling_vita import AUTO_MAP, VitaForConditionalGeneration, VitaModel, VitaPreTrainedModel
-from .pipeline_vita_duplex import VitaDuplexPipeline, register_vita_duplex_pipeline
-from .speech_decoder_vita import VitaSpeechDecoder
-from .speech_streamer_vita import VitaSpeechStreamer
-from .speech_vita import VitaSpeechModel, VitaSpeechOutput
 
 __version__ = "0.1.0.dev0"
 
 logger = logging.getLogger(__name__)
+
+# The first transformers release with everything the model classes import (`MultimodalBaseModelOutputWithPast`, 5.24;
+# `SubConfigSpec`, 5.20). The duplex runtime above (session, VAD, speech engines, turn streamer) and `processing_vita`
+# need only 5.19, the release vLLM 0.32 pins (< 5.20): in a vLLM environment they serve VITA on vLLM's engine
+# (`DuplexSession(None, processor, backend="vllm", engine=...)`) while the model classes stay unavailable, each name
+# raising `ImportError` with the fix (`__getattr__` below).
+MODEL_CLASSES_NEED_TRANSFORMERS = "5.24"
+MODEL_NAMES = (
+    "AUTO_MAP",
+    "VitaAudioEncoder",
+    "VitaAudioEncoderConfig",
+    "VitaCodecConfig",
+    "VitaCodecModel",
+    "VitaConfig",
+    "VitaDuplexPipeline",
+    "VitaForConditionalGeneration",
+    "VitaModel",
+    "VitaPreTrainedModel",
+    "VitaSpeechConfig",
+    "VitaSpeechDecoder",
+    "VitaSpeechDecoderConfig",
+    "VitaSpeechModel",
+    "VitaSpeechOutput",
+    "VitaSpeechStreamer",
+    "get_audio_token_count",
+    "register_vita_duplex_pipeline",
+)
+HAS_MODEL_CLASSES = Version(transformers.__version__).release >= Version(MODEL_CLASSES_NEED_TRANSFORMERS).release
+
+if HAS_MODEL_CLASSES:
+    from transformers import (
+        AutoConfig,
+        AutoFeatureExtractor,
+        AutoImageProcessor,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoModelForMultimodalLM,
+        AutoProcessor,
+        AutoVideoProcessor,
+    )
+
+    from .audio_encoder import VitaAudioEncoder, get_audio_token_count
+    from .codec_vita import VitaCodecModel
+    from .configuration_vita import VitaAudioEncoderConfig, VitaConfig
+    from .configuration_vita_codec import VitaCodecConfig
+    from .configuration_vita_speech import VitaSpeechConfig, VitaSpeechDecoderConfig
+    from .modeling_vita import AUTO_MAP, VitaForConditionalGeneration, VitaModel, VitaPreTrainedModel
+    from .pipeline_vita_duplex import VitaDuplexPipeline, register_vita_duplex_pipeline
+    from .speech_decoder_vita import VitaSpeechDecoder
+    from .speech_streamer_vita import VitaSpeechStreamer
+    from .speech_vita import VitaSpeechModel, VitaSpeechOutput
+else:
+    logger.info(
+        "transformers %s: modeling_vita's duplex runtime is available, its model classes need transformers >= %s",
+        transformers.__version__,
+        MODEL_CLASSES_NEED_TRANSFORMERS,
+    )
 
 
 def _register() -> None:
@@ -75,35 +115,31 @@ def _register() -> None:
     AutoFeatureExtractor.register(VitaConfig, processing_vita.VitaFeatureExtractor, exist_ok=True)
 
 
-_register()
+if HAS_MODEL_CLASSES:
+    _register()
+
+
+def __getattr__(name: str) -> Any:
+    if name in MODEL_NAMES:  # only reached when the model classes were not imported
+        raise ImportError(
+            f"modeling_vita.{name} needs transformers >= {MODEL_CLASSES_NEED_TRANSFORMERS}, found "
+            f"transformers {transformers.__version__}. vLLM 0.32 pins transformers < 5.20, so in a vLLM environment "
+            "serve VITA with vLLM (the vllm_vita plugin; DuplexSession(None, processor, backend='vllm', "
+            "engine=VllmEngine(folder))) and run transformers inference or training in another environment with "
+            f"`pip install 'transformers>={MODEL_CLASSES_NEED_TRANSFORMERS}'`"
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
-    "AUTO_MAP",
     "AudioOut",
     "DuplexSession",
     "EspeakTTS",
     "PiperTTS",
     "SessionOptions",
-    "VitaSpeechStreamer",
     "TTSEngine",
     "VADParams",
     "VitaTurnStreamer",
-    "make_tts",
-    "VitaDuplexPipeline",
-    "register_vita_duplex_pipeline",
-    "VitaAudioEncoder",
-    "VitaAudioEncoderConfig",
-    "VitaCodecConfig",
-    "VitaCodecModel",
-    "VitaSpeechConfig",
-    "VitaSpeechDecoder",
-    "VitaSpeechDecoderConfig",
-    "VitaSpeechModel",
-    "VitaSpeechOutput",
-    "VitaConfig",
-    "VitaForConditionalGeneration",
-    "VitaModel",
-    "VitaPreTrainedModel",
     "__version__",
-    "get_audio_token_count",
-]
+    "make_tts",
+] + (list(MODEL_NAMES) if HAS_MODEL_CLASSES else [])

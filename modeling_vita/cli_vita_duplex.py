@@ -18,6 +18,7 @@ Console script (setup.cfg, `[options.entry_points] console_scripts`):
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -36,6 +37,19 @@ MODEL_ENV = "VITA_MODEL"
 
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """An option's JSON object (`--vllm-engine-args`); anything else is an argparse error naming what was found."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(
+            f'{text!r} is not JSON ({error}); expected an object like \'{{"dtype": "bfloat16"}}\''
+        )
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"found a JSON {type(value).__name__} ({text}); expected a JSON object")
+    return value
 
 
 def build_parser(default_model: str | None = None) -> argparse.ArgumentParser:
@@ -60,6 +74,20 @@ def build_parser(default_model: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--timeline", metavar="OUT_PNG", help="draw the event timeline to this PNG")
     parser.add_argument("--timeline-width", type=int, default=1200, help="width of the PNG in pixels")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens")
+    parser.add_argument(
+        "--backend",
+        choices=("transformers", "vllm"),
+        default="transformers",
+        help="run the turns on transformers' generate, or as requests to a vLLM engine started on --model (needs vLLM "
+        "and this package's vLLM plugin; the checkpoint's own voice is not available there)",
+    )
+    parser.add_argument(
+        "--vllm-engine-args",
+        type=json_object,
+        default={},
+        metavar="JSON",
+        help='vLLM engine arguments as a JSON object, e.g. \'{"max_model_len": 4096, "gpu_memory_utilization": 0.5}\'',
+    )
     parser.add_argument(
         "--trust-remote-code",
         action="store_true",
@@ -111,8 +139,6 @@ def load_model_and_processor(model_path: str, trust_remote_code: bool = False) -
 def run_session(args: argparse.Namespace, stream: TextIO) -> int:
     from PIL import Image
 
-    from . import DuplexSession
-
     if not args.model:
         raise CliError(f"no model given: pass --model PATH (a VITA checkpoint folder or hub id) or set ${MODEL_ENV}")
     model_path = args.model
@@ -128,7 +154,48 @@ def run_session(args: argparse.Namespace, stream: TextIO) -> int:
             raise CliError(f"cannot read --image {path!r}: {error}") from error
     if args.max_new_tokens < 1:
         raise CliError(f"--max-new-tokens must be at least 1, found {args.max_new_tokens}")
-    model, processor = load_model_and_processor(model_path, args.trust_remote_code)
+    engine = None
+    if args.backend == "vllm":
+        engine, processor = start_vllm_engine(model_path, args.vllm_engine_args)
+        model = None
+    else:
+        model, processor = load_model_and_processor(model_path, args.trust_remote_code)
+    try:
+        return _run(args, stream, audio, rate, images, model, processor, engine)
+    finally:
+        if engine is not None:
+            engine.close()
+
+
+def start_vllm_engine(model_path: str, engine_args: dict[str, Any]) -> tuple[Any, Any]:
+    """A `VllmEngine` serving `model_path` and the folder's processor (`--backend vllm`)."""
+    try:
+        from .duplex_vllm_backend import VllmEngine
+
+        engine = VllmEngine(model_path, **engine_args)
+    except ImportError as error:
+        raise CliError(f"--backend vllm needs vLLM (pip install 'vita-hf[vllm]'): {error}") from error
+    except (OSError, TypeError, ValueError) as error:
+        raise CliError(f"cannot start a vLLM engine on --model {model_path!r}: {error}") from error
+    try:
+        return engine, engine.load_processor()
+    except BaseException:
+        engine.close()
+        raise
+
+
+def _run(
+    args: argparse.Namespace,
+    stream: TextIO,
+    audio: Any,
+    rate: int,
+    images: list[Any],
+    model: Any,
+    processor: Any,
+    engine: Any,
+) -> int:
+    from . import DuplexSession
+
     try:
         tts = make_tts(args.tts_engine, model, processor) if args.tts else None
     except ValueError as error:
@@ -146,6 +213,8 @@ def run_session(args: argparse.Namespace, stream: TextIO) -> int:
         tts=tts,
         generation_kwargs={"max_new_tokens": args.max_new_tokens},
         echo_margin_db=float("-inf"),
+        backend=args.backend,
+        engine=engine,
     )
     try:
         for image in images:

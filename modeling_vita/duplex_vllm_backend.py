@@ -21,9 +21,9 @@ requests in one continuously batched engine. Prefix reuse across turns is vLLM's
 `PromptCache` is for transformers' KV cache and is not used here, except for its context budget).
 
 vLLM is imported only inside functions, so this module imports without it; nothing in `modeling_vita/__init__.py`
-or the remote-code closure imports it (the session loads it by name). vLLM 0.32 pins transformers < 5.20, under which
-`modeling_vita/__init__.py` does not import: in that environment the duplex modules are imported without the
-package's `__init__` (`tests/vllm/duplex_support.py` shows how).
+or the remote-code closure imports it (the session loads it by name). vLLM 0.32 pins transformers < 5.20; there
+`modeling_vita` imports with its duplex runtime (this module included) and without its model classes
+(`modeling_vita/__init__.py`). `VllmEngine.run_turn` runs one turn outside a session (the Space's chat tab).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Callable, Coroutine
@@ -43,7 +44,7 @@ import torch
 from .duplex_events import Error, ResponseDone, StartTurn, VitaState
 from .duplex_inbox import InboxMessage, Raised, TurnFinished, WorkerEvent
 from .duplex_turns import turn_streamer
-from .generation_vita import StateSpellings
+from .generation_vita import StateSpellings, VitaTurnStreamer
 from .prompt_cache_vita import ContextBudget, PromptCache
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,23 @@ class VllmEngine:
         """Run `coroutine` on the engine's loop and wait for its result (not from the loop thread)."""
         return self.submit(coroutine).result(timeout)
 
+    def run_turn(
+        self,
+        prompt: dict[str, Any],
+        streamer: VitaTurnStreamer,
+        allowed_states: list[VitaState] | None = None,
+        generation_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        """One turn outside a session, the vLLM counterpart of `generation_vita.run_turn` (the Space's chat tab):
+        `prompt` from `vllm_prompt`, the answer opens with one of `allowed_states` (default all) and streams into
+        `streamer`; blocks until it ends. Setting `streamer.stop` from another thread aborts the request at its next
+        output. Not from the engine's loop thread."""
+        states = list(streamer.spellings) if allowed_states is None else [VitaState(s) for s in allowed_states]
+        request_id = f"vita-turn-{uuid.uuid4().hex[:12]}"
+        spellings = [list(streamer.spellings[state]) for state in states]
+        params = sampling_params(dict(generation_kwargs or {}), spellings, request_id)
+        self.run(stream_request(self.engine, prompt, params, request_id, streamer, streamer.stop))
+
     def abort_soon(self, request_id: str) -> None:
         """Abort a request from any thread, without waiting (a request not yet added is not found: callers check
         their stop switch after adding)."""
@@ -202,9 +220,19 @@ def vllm_prompt(processor: Any, messages: list[dict[str, Any]]) -> dict[str, Any
                 item = block[kind]
                 if kind == "audio" and not isinstance(item, tuple):
                     item = (np.asarray(item, dtype=np.float32), SAMPLING_RATE)  # the session's clips are 16 kHz
+                if kind == "video" and isinstance(item, (str, os.PathLike, bytes)):
+                    item = video_frames(processor, item, len(media["video"]))
                 media[kind].append(item)
     data = {kind: items for kind, items in media.items() if items}
     return {"prompt": text, "multi_modal_data": data} if data else {"prompt": text}
+
+
+def video_frames(processor: Any, video: str | os.PathLike | bytes, index: int = 0) -> np.ndarray:
+    """A video file as the (T, H, W, C) uint8 frames vLLM takes: decoded and sampled by the checkpoint's video
+    processor, as `VitaProcessor` samples a file (a sampled clip is kept whole when it is sampled again: its frames
+    lie one a second apart, within the frame limits)."""
+    frames = processor.video_processor.load_frames(video, index, None, True)
+    return np.stack([np.asarray(frame.convert("RGB")) for frame in frames])
 
 
 def estimated_prompt_tokens(processor: Any, prompt: dict[str, Any]) -> int:
@@ -330,7 +358,6 @@ class VllmTurnWorkers:
     async def _run(self, action: StartTurn, turn: VllmTurn) -> None:
         turn_id = action.turn_id
         streamer = turn_streamer(action, self.processor.tokenizer, self.spellings, turn.stop, self._event)
-        engine = self.engine.engine
         try:
             # Rendering (and the tokenizer pass of the budget) off the loop, which serves every session's requests.
             prompt = await asyncio.get_running_loop().run_in_executor(None, self._prompt, action)
@@ -338,17 +365,12 @@ class VllmTurnWorkers:
             params = sampling_params(
                 self.generation_kwargs, [list(self.spellings[s]) for s in states], turn.request_id
             )
-            streamer.put(torch.empty(0, dtype=torch.long))  # the streamer skips its first put, the prompt's place
-            if not turn.stop.is_set():
-                async for output in engine.generate(prompt, params, turn.request_id):
-                    tokens = list(output.outputs[0].token_ids) if output.outputs else []
-                    self.generated[turn_id] = self.generated.get(turn_id, 0) + len(tokens)
-                    if tokens and not turn.cancelled:
-                        streamer.put(torch.tensor(tokens, dtype=torch.long))
-                    if turn.stop.is_set() and not output.finished:
-                        # Noise decided (the streamer set it) or cancelled before `cancel`'s abort found the request.
-                        await engine.abort(turn.request_id)
-            streamer.end()
+
+            def delivered(tokens: list[int]) -> bool:
+                self.generated[turn_id] = self.generated.get(turn_id, 0) + len(tokens)
+                return not turn.cancelled
+
+            await stream_request(self.engine.engine, prompt, params, turn.request_id, streamer, turn.stop, delivered)
             if not turn.cancelled:
                 self._event(ResponseDone(0.0, turn_id=turn_id))
         except Exception as error:
@@ -364,6 +386,29 @@ class VllmTurnWorkers:
             self.post(TurnFinished(turn_id))
 
 
+async def stream_request(
+    engine: Any,
+    prompt: dict[str, Any],
+    params: Any,
+    request_id: str,
+    streamer: VitaTurnStreamer,
+    stop: threading.Event,
+    delivered: Callable[[list[int]], bool] | None = None,
+) -> None:
+    """Generate `prompt` on an `AsyncLLM` and feed the streamed token ids to `streamer`, as `generate` feeds its
+    streamer; once `stop` is set (noise decided, the turn cancelled) the request is aborted at its next output.
+    `delivered(tokens)` is told of every output's tokens and says whether to pass them on (False: a cancelled turn)."""
+    streamer.put(torch.empty(0, dtype=torch.long))  # the streamer skips its first put, the prompt's place
+    if not stop.is_set():
+        async for output in engine.generate(prompt, params, request_id):
+            tokens = list(output.outputs[0].token_ids) if output.outputs else []
+            if tokens and (delivered is None or delivered(tokens)):
+                streamer.put(torch.tensor(tokens, dtype=torch.long))
+            if stop.is_set() and not output.finished:
+                await engine.abort(request_id)
+    streamer.end()
+
+
 __all__ = [
     "SUPPORTED_GENERATION_KWARGS",
     "VllmEngine",
@@ -371,5 +416,7 @@ __all__ = [
     "VllmTurnWorkers",
     "estimated_prompt_tokens",
     "sampling_params",
+    "stream_request",
+    "video_frames",
     "vllm_prompt",
 ]

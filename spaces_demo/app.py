@@ -22,7 +22,8 @@ Limits (`limits.Limits`, listed in the header by `limits.describe_limits`): byte
 (`launch(max_file_size=...)` and again in Python), seconds of audio and video, megapixels, characters, seconds a
 real-time conversation may stream. Media are read only from gradio's upload folder (`allowed_paths` is not widened).
 
-Run: `python -m spaces_demo.app [--model PATH] [--host H] [--port P] [--tts auto|model|piper|espeak|none]` (model:
+Run: `python -m spaces_demo.app [--model PATH] [--host H] [--port P] [--tts auto|model|piper|espeak|none]
+[--backend transformers|vllm] [--vllm-engine-args JSON]` (model:
 `--model`, else `$VITA_MODEL`, else `vita-tiny/` beside this file); on a Space, `app.py` runs as a script. Importing
 this module loads no model and starts no server. The same checkpoint from the command line: `python -m spaces_demo.cli`
 (`cli.py`).
@@ -36,6 +37,7 @@ from collections.abc import Sequence
 
 import gradio as gr
 
+from modeling_vita.cli_vita_duplex import json_object
 from modeling_vita.duplex_speech_output import TTS_CHOICES
 
 if __package__:
@@ -55,6 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tts", choices=TTS_CHOICES, default="auto", help="speech engine of the real-time tab")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="longest answer in tokens")
     parser.add_argument(
+        "--backend",
+        choices=("transformers", "vllm"),
+        default="transformers",
+        help="run the turns on transformers' generate, or on one vLLM engine shared by every visitor (needs vLLM)",
+    )
+    parser.add_argument(
+        "--vllm-engine-args",
+        type=json_object,
+        default={},
+        metavar="JSON",
+        help="vLLM engine arguments as a JSON object, e.g. '{\"max_model_len\": 4096}' (with --backend vllm)",
+    )
+    parser.add_argument(
         "--max-history-turns",
         type=int,
         default=None,
@@ -71,20 +86,32 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--max-new-tokens must be at least 1, found {args.max_new_tokens}")
     if args.max_history_turns is not None and args.max_history_turns < 0:
         parser.error(f"--max-history-turns must be 0 or more, found {args.max_history_turns}")
+    if args.vllm_engine_args and args.backend != "vllm":
+        parser.error("--vllm-engine-args needs --backend vllm")
     try:
         demo = build_demo(
-            args.model, tts=args.tts, max_new_tokens=args.max_new_tokens, max_history_turns=args.max_history_turns
+            args.model,
+            tts=args.tts,
+            max_new_tokens=args.max_new_tokens,
+            max_history_turns=args.max_history_turns,
+            backend=args.backend,
+            engine_args=args.vllm_engine_args,
         )
-    except (OSError, ValueError) as error:  # no such folder or hub id, not a VITA checkpoint, TTS engine missing
+    except (ImportError, OSError, ValueError) as error:  # no such folder, not a VITA checkpoint, no vLLM, no TTS
         parser.error(str(error))
-    limits = demo.vita_space.limits
-    demo.queue(default_concurrency_limit=1).launch(
-        server_name=args.host,
-        server_port=args.port,
-        max_file_size=limits.max_file_size,
-        css=CSS,
-        theme=gr.themes.Soft(),
-    )
+    space = demo.vita_space
+    try:
+        # One answer at a time on transformers (one generate per process); vLLM batches the visitors' turns.
+        concurrency = 1 if args.backend == "transformers" else None
+        demo.queue(default_concurrency_limit=concurrency).launch(
+            server_name=args.host,
+            server_port=args.port,
+            max_file_size=space.limits.max_file_size,
+            css=CSS,
+            theme=gr.themes.Soft(),
+        )
+    finally:
+        space.runtime.close()
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ go back to the model as assistant messages with their `"state"`, and the chat te
 them, as the model was trained. Media of past turns stay in the prompt (the last `max_history_turns` exchanges), so a
 follow-up question about the same picture works.
 
-A turn runs as the pipeline's and the session's do (`modeling_vita/generation_vita.py`): `prepare_turn_inputs`
-builds the inputs, `run_turn` is the one `generate` call, on a worker thread, and a `VitaTurnStreamer` reports the
-decision and the text deltas through its callbacks into a queue the answer's iterator reads. The streamer stops a
-noisy turn at its state token; closing the iterator (the browser went away) sets the streamer's stop event, which
-ends `generate` within one decoding step.
+A turn runs as the pipeline's and the session's do (`modeling_vita/generation_vita.py`): the runtime's
+`prepare_turn` builds the inputs, its `run_turn` is the one `generate` call (or, with `--backend vllm`, one request to
+the shared vLLM engine), on a worker thread, and a `VitaTurnStreamer` reports the decision and the text deltas
+through its callbacks into a queue the answer's iterator reads. The streamer stops a noisy turn at its state token;
+closing the iterator (the browser went away) sets the streamer's stop event, which ends the generation within one
+decoding step.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from modeling_vita.generation_vita import VitaTurnStreamer, prepare_turn_inputs, run_turn
+from modeling_vita.generation_vita import VitaTurnStreamer
 from processing_vita import VitaState
 
 if TYPE_CHECKING:
-    from .runtime import VitaRuntime
+    from .runtime import SpaceRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class ChatSession:
     """One browser session's conversation with the shared model.
 
     Args:
-        runtime: the loaded model (`runtime.VitaRuntime`).
+        runtime: the loaded model (`runtime.VitaRuntime` or `runtime.VllmRuntime`).
         max_new_tokens: longest answer in tokens.
         max_history_turns: answered exchanges kept in the prompt (older ones stay visible but are not sent).
         generation_kwargs: more arguments for `generate` (greedy decoding by default; a `logits_processor` list
@@ -144,7 +145,7 @@ class ChatSession:
 
     def __init__(
         self,
-        runtime: VitaRuntime,
+        runtime: SpaceRuntime,
         max_new_tokens: int = 64,
         max_history_turns: int = 4,
         generation_kwargs: dict[str, object] | None = None,
@@ -194,7 +195,7 @@ class ChatSession:
             )
         self._halt()  # one answer at a time per conversation
         runtime = self.runtime
-        inputs = prepare_turn_inputs(runtime.processor, prompt_messages(self.history, turn), runtime.model)
+        inputs = runtime.prepare_turn(prompt_messages(self.history, turn))
         self.turns.append(turn)
         updates: queue.Queue[_Update] = queue.Queue()
         streamer = VitaTurnStreamer(
@@ -248,7 +249,7 @@ class ChatSession:
         updates: queue.Queue[_Update],
     ) -> None:
         try:
-            run_turn(self.runtime.model, inputs, streamer, allowed, self.generation_kwargs)
+            self.runtime.run_turn(inputs, streamer, allowed, self.generation_kwargs)
         except Exception as error:  # handed to the reader, which raises it where the user sees it
             updates.put(_Ended(error))
             return

@@ -1,7 +1,7 @@
 """The event handlers of the VITA Space (`VitaSpace`), kept apart from the page layout (`page.py`) so that they can
 be called without a browser.
 
-Sessions: the model (`runtime.VitaRuntime`) is shared read-only; each browser session gets its own `ChatSession` and
+Sessions: the model (`runtime.SpaceRuntime`) is shared read-only; each browser session gets its own `ChatSession` and
 `RealtimeHandler` in a `gr.State`, so two visitors never share a history. When a tab closes, `VitaSpace.unload`
 closes that session's objects at once (the `gr.State` `delete_callback` only runs an hour later in gradio 6, or when
 `time_to_live` expires, and is kept as a backstop).
@@ -34,13 +34,13 @@ if __package__:
     from .limits import Limits, check_text, check_video, load_audio, load_image
     from .notices import Notice, Refused, add_notices, notices_html, plain_error
     from .realtime import RealtimeHandler, RealtimeView
-    from .runtime import VitaRuntime
+    from .runtime import SpaceRuntime
 else:  # `python app.py` on a Space: the siblings are top-level modules
     from chat import ChatSession, ChatTurn
     from limits import Limits, check_text, check_video, load_audio, load_image
     from notices import Notice, Refused, add_notices, notices_html, plain_error
     from realtime import RealtimeHandler, RealtimeView
-    from runtime import VitaRuntime
+    from runtime import SpaceRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class VitaSpace:
 
     def __init__(
         self,
-        runtime: VitaRuntime,
+        runtime: SpaceRuntime,
         tts: TTSEngine | None = None,
         limits: Limits | None = None,
         max_new_tokens: int = 64,

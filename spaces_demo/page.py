@@ -22,12 +22,12 @@ if __package__:
     from .chat import STATE_BADGES
     from .handlers import SessionObject, VitaSpace, transcript_html
     from .limits import Limits, describe_limits
-    from .runtime import VitaRuntime, default_history_turns, load_runtime
+    from .runtime import SpaceRuntime, default_history_turns, load_runtime
 else:  # `python app.py` on a Space: the siblings are top-level modules
     from chat import STATE_BADGES
     from handlers import SessionObject, VitaSpace, transcript_html
     from limits import Limits, describe_limits
-    from runtime import VitaRuntime, default_history_turns, load_runtime
+    from runtime import SpaceRuntime, default_history_turns, load_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -159,21 +159,24 @@ def build_page(space: VitaSpace) -> gr.Blocks:
 def build_demo(
     model_path: str | None = None,
     *,
-    runtime: VitaRuntime | None = None,
+    runtime: SpaceRuntime | None = None,
     tts: str = "auto",
     limits: Limits | None = None,
     max_new_tokens: int = 64,
     max_history_turns: int | None = None,
+    backend: str = "transformers",
+    engine_args: dict[str, Any] | None = None,
     **session_kwargs: Any,
 ) -> gr.Blocks:
-    """The Space's Blocks: loads the model (`model_path`, `$VITA_MODEL` or `vita-tiny/`) unless `runtime` is given.
+    """The Space's Blocks: loads the model (`model_path`, `$VITA_MODEL` or `vita-tiny/`) unless `runtime` is given,
+    on `backend` ("transformers", or "vllm": one vLLM engine with `engine_args`, `runtime.load_runtime`).
 
     `max_history_turns` defaults to `runtime.default_history_turns` (none for the embedded vita-tiny, which learned
     from single questions; 4 otherwise).
 
     The returned Blocks carries the handlers as `demo.vita_space` (a `VitaSpace`) and the limits for `launch`.
     """
-    runtime = runtime if runtime is not None else load_runtime(model_path)
+    runtime = runtime if runtime is not None else load_runtime(model_path, backend=backend, engine_args=engine_args)
     if max_history_turns is None:
         max_history_turns = default_history_turns(runtime.model_path)
     space = VitaSpace(

@@ -58,7 +58,7 @@ from processing_vita import VitaState
 
 if TYPE_CHECKING:
     from .limits import Limits
-    from .runtime import VitaRuntime
+    from .runtime import SpaceRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class RealtimeHandler:
     """One browser session's live conversation: `receive` microphone chunks, `emit` what to show and play.
 
     Args:
-        runtime: the loaded model (`runtime.VitaRuntime`); its `new_session` makes the `DuplexSession`.
+        runtime: the loaded model (`runtime.SpaceRuntime`); its `new_session` makes the `DuplexSession`.
         tts: a speech engine (`synthesize(text) -> (samples, rate)`) or None for text answers only.
         limits: `max_realtime_secs` bounds the audio one conversation may stream.
         clock: wall clock in seconds for the playback queue (tests pass a fake one).
@@ -113,7 +113,7 @@ class RealtimeHandler:
 
     def __init__(
         self,
-        runtime: VitaRuntime,
+        runtime: SpaceRuntime,
         tts: TTSEngine | None = None,
         limits: Limits | None = None,
         clock: Callable[[], float] = time.monotonic,

@@ -11,7 +11,12 @@ the timeline. A checkpoint's own copies of the pipeline and session files are ne
 Space checks with `isinstance` are always the classes the session makes them with, whatever the checkpoint carries.
 
 The model is loaded once (`load_runtime`) and shared read-only by every browser session: the chat tab runs its turns
-on `runtime.model` and `runtime.processor`, the real-time tab gets a `DuplexSession` per visitor from `new_session`.
+through `prepare_turn` and `run_turn`, the real-time tab gets a `DuplexSession` per visitor from `new_session`.
+
+Two backends: `VitaRuntime` runs turns on transformers' `generate` (the default); `VllmRuntime` (`--backend vllm`) is
+one vLLM engine (`modeling_vita.duplex_vllm_backend.VllmEngine`, started on the checkpoint folder) whose continuous
+batching serves every visitor's chat and real-time turns; there `model` is None and only the folder's processor is
+loaded in this process.
 """
 
 from __future__ import annotations
@@ -27,7 +32,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoProcessor, PreTrainedModel, ProcessorMixin
 
 from modeling_vita.duplex_session import DuplexSession
-from modeling_vita.generation_vita import checkpoint_state_tokens, state_token_sequences
+from modeling_vita.generation_vita import (
+    VitaTurnStreamer,
+    checkpoint_state_tokens,
+    prepare_turn_inputs,
+    run_turn,
+    state_token_sequences,
+)
 from modeling_vita.pipeline_vita_duplex import VitaDuplexPipeline
 from processing_vita import VitaState
 
@@ -62,8 +73,49 @@ def default_history_turns(model_path: str | None) -> int:
     return HISTORY_TURNS
 
 
+class SpaceRuntime:
+    """What both backends give the Space: the processor, the state tokens, sessions and one chat turn."""
+
+    model_path: str | None
+    processor: ProcessorMixin
+
+    @property
+    def model(self) -> PreTrainedModel | None:
+        return None
+
+    @cached_property
+    def state_tokens(self) -> dict[VitaState, str]:
+        """The string the checkpoint writes for each state, as the page shows it."""
+        return {VitaState(name): token for name, token in self.processor.state_tokens.items()}
+
+    @cached_property
+    def state_spellings(self) -> dict[VitaState, list[int]]:
+        """The token ids that spell each state token (what the state constraint and the turn streamer read)."""
+        return state_token_sequences(self.processor.tokenizer, self.state_tokens)
+
+    def new_session(self, **session_kwargs: Any) -> DuplexSession:
+        raise NotImplementedError
+
+    def prepare_turn(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """The inputs of one chat turn (raises on bad media before the turn is counted)."""
+        raise NotImplementedError
+
+    def run_turn(
+        self,
+        prepared: dict[str, Any],
+        streamer: VitaTurnStreamer,
+        allowed_states: list[VitaState] | None,
+        generation_kwargs: dict[str, Any],
+    ) -> None:
+        """Generate one chat answer into `streamer`; setting `streamer.stop` ends it within a step."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what the runtime started (nothing for transformers; the engine for vLLM)."""
+
+
 @dataclass
-class VitaRuntime:
+class VitaRuntime(SpaceRuntime):
     """A loaded VITA model behind the installed `VitaDuplexPipeline`, shared read-only by every browser session.
 
     Args:
@@ -84,27 +136,92 @@ class VitaRuntime:
 
     @cached_property
     def state_tokens(self) -> dict[VitaState, str]:
-        """The string the checkpoint writes for each state (the processor's `state_tokens`, checked against the
-        model config's), as the page shows it."""
+        """The processor's `state_tokens`, checked against the model config's."""
         return {VitaState(name): token for name, token in checkpoint_state_tokens(self.model, self.processor).items()}
-
-    @cached_property
-    def state_spellings(self) -> dict[VitaState, list[int]]:
-        """The token ids that spell each state token (what the state constraint and the turn streamer read)."""
-        return state_token_sequences(self.processor.tokenizer, self.state_tokens)
 
     def new_session(self, **session_kwargs: Any) -> DuplexSession:
         """A `DuplexSession` over the shared model (`pipe.session(...)`; arguments as `DuplexSession` takes them)."""
         return self.pipe.session(**session_kwargs)
 
+    def prepare_turn(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        return prepare_turn_inputs(self.processor, messages, self.model)
 
-def load_runtime(model: str | None = None, device: str | None = None) -> VitaRuntime:
+    def run_turn(
+        self,
+        prepared: dict[str, Any],
+        streamer: VitaTurnStreamer,
+        allowed_states: list[VitaState] | None,
+        generation_kwargs: dict[str, Any],
+    ) -> None:
+        run_turn(self.model, prepared, streamer, allowed_states, generation_kwargs)
+
+
+@dataclass
+class VllmRuntime(SpaceRuntime):
+    """A vLLM engine serving the checkpoint, shared by every browser session (`--backend vllm`).
+
+    Args:
+        engine: a `VllmEngine` on the checkpoint folder.
+        processor: the folder's `VitaProcessor` (`engine.load_processor()`).
+        model_path: the folder the engine serves.
+    """
+
+    engine: Any
+    processor: ProcessorMixin
+    model_path: str | None = None
+
+    def new_session(self, **session_kwargs: Any) -> DuplexSession:
+        """A `DuplexSession` whose turns are requests to the shared engine."""
+        return DuplexSession(None, self.processor, backend="vllm", engine=self.engine, **session_kwargs)
+
+    def prepare_turn(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        from modeling_vita.duplex_vllm_backend import vllm_prompt
+
+        return vllm_prompt(self.processor, messages)
+
+    def run_turn(
+        self,
+        prepared: dict[str, Any],
+        streamer: VitaTurnStreamer,
+        allowed_states: list[VitaState] | None,
+        generation_kwargs: dict[str, Any],
+    ) -> None:
+        self.engine.run_turn(prepared, streamer, allowed_states, generation_kwargs)
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def load_runtime(
+    model: str | None = None,
+    device: str | None = None,
+    backend: str = "transformers",
+    engine_args: dict[str, Any] | None = None,
+) -> SpaceRuntime:
     """Load the checkpoint once for the whole process (on the GPU when there is one).
 
-    The model and processor come from the checkpoint (`trust_remote_code=True`, see the module docstring); the
-    pipeline around them is the installed `VitaDuplexPipeline`.
+    transformers: the model and processor come from the checkpoint (`trust_remote_code=True`, see the module
+    docstring); the pipeline around them is the installed `VitaDuplexPipeline`. vllm: a `VllmEngine` on the folder
+    (`engine_args`: vLLM engine arguments) and the folder's processor; vLLM runs none of the folder's code (the
+    installed plugin serves it).
     """
     model_path = resolve_model_path(model)
+    if backend == "vllm":
+        from modeling_vita.duplex_vllm_backend import VllmEngine
+
+        logger.info("starting a vLLM engine on %s (%s)", model_path, engine_args or "default engine arguments")
+        engine = VllmEngine(model_path, **(engine_args or {}))
+        try:
+            return VllmRuntime(engine, engine.load_processor(), model_path=model_path)
+        except BaseException:
+            engine.close()
+            raise
+    if backend != "transformers":
+        raise ValueError(f"backend must be 'transformers' or 'vllm', found {backend!r}")
+    if engine_args:
+        raise ValueError(
+            f"engine_args are vLLM engine arguments; found {sorted(engine_args)} with backend 'transformers'"
+        )
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     logger.info("loading the VITA checkpoint %s on %s", model_path, device)
@@ -119,7 +236,9 @@ __all__ = [
     "DEFAULT_MODEL_DIR",
     "HISTORY_TURNS",
     "MODEL_ENV",
+    "SpaceRuntime",
     "VitaRuntime",
+    "VllmRuntime",
     "default_history_turns",
     "load_runtime",
     "resolve_model_path",

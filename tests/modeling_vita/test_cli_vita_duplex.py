@@ -5,6 +5,7 @@ utterances separated by silence are played through the session; the printed time
 wav are checked. The pure helpers (clip placement, mixing, drawing) are tested without a model.
 """
 
+import importlib.util
 import re
 import shutil
 
@@ -224,3 +225,24 @@ def test_timeline_has_the_requested_width_without_audio_out():
     assert ((pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)).any()  # the interruption is red
     with pytest.raises(ValueError, match="found 100"):
         draw_timeline(events, audio, 16_000, width=100)
+
+
+def test_vllm_backend_without_vllm_names_the_install(tmp_path, capsys):
+    import soundfile
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here; tests/vllm runs the command on it")
+    wav = tmp_path / "talk.wav"
+    soundfile.write(str(wav), np.zeros(16_000, np.float32), 16_000)
+    status = main(["--model", str(tmp_path), "--audio", str(wav), "--backend", "vllm"])
+    error = capsys.readouterr().err
+    assert status == 2 and "--backend vllm needs vLLM (pip install 'vita-hf[vllm]')" in error
+
+
+def test_vllm_engine_args_must_be_a_json_object(capsys):
+    for bad, expected in (("{max_model_len: 1}", "is not JSON"), ("[1, 2]", "found a JSON list")):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser("m").parse_args(["--audio", "a.wav", "--vllm-engine-args", bad])
+        assert exit_info.value.code == 2 and expected in capsys.readouterr().err
+    args = build_parser("m").parse_args(["--audio", "a.wav", "--vllm-engine-args", '{"max_model_len": 4096}'])
+    assert args.vllm_engine_args == {"max_model_len": 4096} and args.backend == "transformers"

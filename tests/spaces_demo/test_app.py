@@ -112,6 +112,16 @@ def test_main_without_a_model_exits_with_a_clear_message(tmp_path, monkeypatch, 
     with pytest.raises(SystemExit):
         space_app.main(["--tts", "festival"])
     assert "invalid choice: 'festival'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        space_app.main(["--vllm-engine-args", '{"max_model_len": 4096}'])
+    assert "--vllm-engine-args needs --backend vllm" in capsys.readouterr().err
+
+
+def test_load_runtime_refuses_an_unknown_backend_and_engine_args_without_vllm(tmp_path):
+    with pytest.raises(ValueError, match="backend must be 'transformers' or 'vllm', found 'tgi'"):
+        space_runtime.load_runtime(str(tmp_path), backend="tgi")
+    with pytest.raises(ValueError, match=r"engine_args are vLLM engine arguments; found \['dtype'\]"):
+        space_runtime.load_runtime(str(tmp_path), engine_args={"dtype": "float32"})
 
 
 def test_tts_choice(tiny_runtime):

@@ -106,7 +106,7 @@ def test_a_failing_model_is_a_notice_and_the_conversation_shows_the_turn(space, 
     def broken(*args, **kwargs):
         raise OSError(2, "No such file or directory", "/srv/uploads/4b1d/clip.mp4")
 
-    monkeypatch.setattr("spaces_demo.chat.run_turn", broken)
+    monkeypatch.setattr("spaces_demo.runtime.run_turn", broken)
     *_, last = space.chat_page("What colour is the shape?", None, None, None, None, [], VISITOR)
     chatbot, session, *_, notices, shown = last
     assert "vita-error" in chatbot[-1]["content"] and session.turns[-1].error

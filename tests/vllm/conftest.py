@@ -24,7 +24,7 @@ ENGINE_ARGS = {
     "enforce_eager": True,
     "dtype": "float32",
     "max_num_seqs": 4,
-    "limit_mm_per_prompt": {"image": 1, "audio": 1, "video": 0},
+    "limit_mm_per_prompt": {"image": 1, "audio": 1, "video": 1},
 }
 
 

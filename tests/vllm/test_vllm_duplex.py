@@ -13,7 +13,7 @@ import time
 import pytest
 
 from .conftest import ENGINE_ARGS, reference_folder
-from .duplex_support import Collector, EnergyScorer, has, import_duplex_modules, push, read_steps, silence, tone
+from .duplex_support import Collector, EnergyScorer, has, push, read_steps, silence, tone
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,6 @@ STEP_DELAY = 0.03
 @pytest.fixture(scope="module")
 def duplex(tmp_path_factory):
     """(engine, processor, steps file, session factory) on the tiny Qwen2 VITA."""
-    import_duplex_modules()
     import vllm_vita
     from modeling_vita.duplex_session import DuplexSession
     from modeling_vita.duplex_vad import VADParams

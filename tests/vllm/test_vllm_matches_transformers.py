@@ -1,6 +1,6 @@
 """vLLM serving a tiny VITA gives transformers' answers: prompt token ids after placeholder expansion, greedy
-tokens and the first step's top log-probabilities, for a text, an image and an audio chat, on Qwen2 (VITA-1.5's LLM)
-and Mixtral (VITA-1.0's). The reference is transformers' float32 run (`make_reference.py`)."""
+tokens and the first step's top log-probabilities, for a text, an image, a video and an audio chat, on Qwen2
+(VITA-1.5's LLM) and Mixtral (VITA-1.0's). The reference is transformers' float32 run (`make_reference.py`)."""
 
 from __future__ import annotations
 
@@ -35,12 +35,14 @@ def _prompt(folder, name: str, prompt: str) -> dict:
     media = {}
     if name == "image":
         media["image"] = Image.open(folder / "image.png").convert("RGB")
+    if name == "video":
+        media["video"] = np.load(folder / "video.npy")  # (T, H, W, C) uint8 frames, as vLLM takes a video
     if name == "audio":
         media["audio"] = (np.load(folder / "audio.npy"), 16000)
     return {"prompt": prompt, "multi_modal_data": media} if media else {"prompt": prompt}
 
 
-@pytest.mark.parametrize("name", ["text", "image", "audio"])
+@pytest.mark.parametrize("name", ["text", "image", "video", "audio"])
 def test_tokens_and_first_step_logprobs_match_transformers(served, name):
     from vllm import SamplingParams
 
