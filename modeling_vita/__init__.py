@@ -132,6 +132,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AUTO_MAP",
     "AudioOut",
     "DuplexSession",
     "EspeakTTS",
@@ -139,7 +140,26 @@ __all__ = [
     "SessionOptions",
     "TTSEngine",
     "VADParams",
+    "VitaAudioEncoder",
+    "VitaAudioEncoderConfig",
+    "VitaCodecConfig",
+    "VitaCodecModel",
+    "VitaConfig",
+    "VitaDuplexPipeline",
+    "VitaForConditionalGeneration",
+    "VitaModel",
+    "VitaPreTrainedModel",
+    "VitaSpeechConfig",
+    "VitaSpeechDecoder",
+    "VitaSpeechDecoderConfig",
+    "VitaSpeechModel",
+    "VitaSpeechOutput",
+    "VitaSpeechStreamer",
     "VitaTurnStreamer",
     "__version__",
+    "get_audio_token_count",
     "make_tts",
-] + (list(MODEL_NAMES) if HAS_MODEL_CLASSES else [])
+    "register_vita_duplex_pipeline",
+]
+if not HAS_MODEL_CLASSES:  # `from modeling_vita import *` takes what this transformers can import
+    __all__ = [name for name in __all__ if name not in MODEL_NAMES]

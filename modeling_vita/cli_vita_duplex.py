@@ -46,7 +46,7 @@ def json_object(text: str) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         raise argparse.ArgumentTypeError(
             f'{text!r} is not JSON ({error}); expected an object like \'{{"dtype": "bfloat16"}}\''
-        )
+        ) from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"found a JSON {type(value).__name__} ({text}); expected a JSON object")
     return value
