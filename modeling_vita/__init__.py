@@ -131,8 +131,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "AUTO_MAP",
+RUNTIME_NAMES = (
     "AudioOut",
     "DuplexSession",
     "EspeakTTS",
@@ -140,26 +139,9 @@ __all__ = [
     "SessionOptions",
     "TTSEngine",
     "VADParams",
-    "VitaAudioEncoder",
-    "VitaAudioEncoderConfig",
-    "VitaCodecConfig",
-    "VitaCodecModel",
-    "VitaConfig",
-    "VitaDuplexPipeline",
-    "VitaForConditionalGeneration",
-    "VitaModel",
-    "VitaPreTrainedModel",
-    "VitaSpeechConfig",
-    "VitaSpeechDecoder",
-    "VitaSpeechDecoderConfig",
-    "VitaSpeechModel",
-    "VitaSpeechOutput",
-    "VitaSpeechStreamer",
     "VitaTurnStreamer",
     "__version__",
-    "get_audio_token_count",
     "make_tts",
-    "register_vita_duplex_pipeline",
-]
-if not HAS_MODEL_CLASSES:  # `from modeling_vita import *` takes what this transformers can import
-    __all__ = [name for name in __all__ if name not in MODEL_NAMES]
+)
+# What `from modeling_vita import *` takes: the model classes only where this transformers imports them.
+__all__ = [*RUNTIME_NAMES, *MODEL_NAMES] if HAS_MODEL_CLASSES else list(RUNTIME_NAMES)

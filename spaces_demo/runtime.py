@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,10 @@ class SpaceRuntime:
         generation_kwargs: dict[str, Any],
     ) -> None:
         """Generate one chat answer into `streamer`; setting `streamer.stop` ends it within a step."""
+        self.turn_runner()(prepared, streamer, allowed_states, generation_kwargs)
+
+    def turn_runner(self) -> Callable[..., Any]:
+        """The backend's `run_turn(prepared, streamer, allowed_states, generation_kwargs)`."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -146,14 +151,8 @@ class VitaRuntime(SpaceRuntime):
     def prepare_turn(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         return prepare_turn_inputs(self.processor, messages, self.model)
 
-    def run_turn(
-        self,
-        prepared: dict[str, Any],
-        streamer: VitaTurnStreamer,
-        allowed_states: list[VitaState] | None,
-        generation_kwargs: dict[str, Any],
-    ) -> None:
-        run_turn(self.model, prepared, streamer, allowed_states, generation_kwargs)
+    def turn_runner(self) -> Callable[..., Any]:
+        return partial(run_turn, self.model)
 
 
 @dataclass
@@ -179,14 +178,8 @@ class VllmRuntime(SpaceRuntime):
 
         return vllm_prompt(self.processor, messages)
 
-    def run_turn(
-        self,
-        prepared: dict[str, Any],
-        streamer: VitaTurnStreamer,
-        allowed_states: list[VitaState] | None,
-        generation_kwargs: dict[str, Any],
-    ) -> None:
-        self.engine.run_turn(prepared, streamer, allowed_states, generation_kwargs)
+    def turn_runner(self) -> Callable[..., Any]:
+        return self.engine.run_turn
 
     def close(self) -> None:
         self.engine.close()

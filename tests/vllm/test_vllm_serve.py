@@ -131,3 +131,61 @@ def test_audio_chat_completion(server):
     assert answer["prompt_token_ids"] == reference["prompt_token_ids"]
     assert len(answer["token_ids"]) == len(reference["output_token_ids"])
     logger.info("audio answer %s, transformers' float clip %s", answer["token_ids"], reference["output_token_ids"])
+
+
+def _stream(base: str, content: list[dict], max_tokens: int) -> tuple[list[str], str | None]:
+    """The content pieces of a streamed greedy chat completion (server-sent events) and its finish reason."""
+    payload = {
+        "model": "vita-tiny",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "ignore_eos": True,
+        "add_special_tokens": True,
+        "stream": True,
+    }
+    request = urllib.request.Request(
+        f"{base}/v1/chat/completions", json.dumps(payload).encode(), {"Content-Type": "application/json"}
+    )
+    pieces, finish = [], None
+    with urllib.request.urlopen(request, timeout=120) as response:
+        for line in response:
+            line = line.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            for choice in json.loads(line[len("data: ") :])["choices"]:
+                pieces.append(choice.get("delta", {}).get("content") or "")
+                finish = choice.get("finish_reason") or finish
+    return pieces, finish
+
+
+def test_streamed_answer_is_the_whole_answer_in_pieces(server):
+    base, folder = server
+    image = base64.b64encode((folder / "image.png").read_bytes()).decode()
+    content = [
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{image}"}},
+        {"type": "text", "text": "Hi"},
+    ]
+    tokens = len(load_reference(folder)["image"]["output_token_ids"])
+    pieces, finish = _stream(base, content, tokens)
+    assert finish == "length" and len([piece for piece in pieces if piece]) >= 2
+    assert "".join(pieces) == _chat(base, content, tokens)["message"]["content"]
+
+
+def test_video_chat_completion(server):
+    from processing_vita import VitaProcessor
+
+    base, folder = server
+    processor = VitaProcessor.from_pretrained(folder)
+    video = base64.b64encode((folder / "clip.mp4").read_bytes()).decode()
+    content = [
+        {"type": "video_url", "video_url": {"url": f"data:video/mp4;base64,{video}"}},
+        {"type": "text", "text": "Move?"},
+    ]
+    answer = _chat(base, content, 4)
+    # vLLM decodes the clip itself; its frames expand to whole frames of the processor's tokens per frame.
+    video_tokens = answer["prompt_token_ids"].count(processor.video_token_id)
+    per_frame = processor.image_seq_length
+    assert video_tokens > 0 and video_tokens % per_frame == 0, (video_tokens, per_frame)
+    assert len(answer["token_ids"]) == 4
+    logger.info("video: %d frames of %d tokens", video_tokens // per_frame, per_frame)
