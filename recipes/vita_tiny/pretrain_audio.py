@@ -85,12 +85,16 @@ class CTCHead(nn.Module):
         return self.proj(self.dropout(hidden_states)).log_softmax(-1)
 
 
-def _features(feature_extractor: Any, path: Path, speed: float, warp: float) -> torch.Tensor:
+def _wave(path: Path) -> torch.Tensor:
+    """A clip as 16 kHz mono float32 samples (read once, then sped up and warped several ways by `_features`)."""
     samples, rate = load_audio(path)
     wave = torch.as_tensor(samples, dtype=torch.float32)
     if wave.ndim > 1:
         wave = wave.mean(-1) if wave.shape[-1] <= 2 else wave.mean(0)
-    wave = resample_waveform(wave, rate, 16_000)
+    return resample_waveform(wave, rate, 16_000)
+
+
+def _features(feature_extractor: Any, wave: torch.Tensor, speed: float, warp: float) -> torch.Tensor:
     # Reading a 16 kHz clip as if recorded at speed x 16 kHz and bringing it back plays it `speed` times faster.
     wave = resample_waveform(wave, round(16_000 * speed), 16_000)
     if warp == 1.0:
@@ -187,12 +191,12 @@ def pretrain_audio_encoder(
     # (before rooms, microphones and noise) offers both, so about half the draws are clean: the encoder learns the
     # words on clean speech and keeps them through the corruptions, which alone it learns too slowly.
     train = [
-        ([_features(extractor, media / path, speed, rng.choice(VTLN_WARPS)) for speed in SPEED_FACTORS
-          for path in (clip["audio"], clip.get("clean")) if path],
+        ([_features(extractor, wave, speed, rng.choice(VTLN_WARPS)) for speed in SPEED_FACTORS for wave in waves],
          transcript_labels(clip["text"]))
         for clip in index["train"]
+        for waves in [[_wave(media / path) for path in (clip["audio"], clip.get("clean")) if path]]
     ]  # fmt: skip
-    heldout = [(_features(extractor, media / c["audio"], 1.0, 1.0), c["text"]) for c in index["heldout"]]
+    heldout = [(_features(extractor, _wave(media / c["audio"]), 1.0, 1.0), c["text"]) for c in index["heldout"]]
     feature_seconds = time.time() - start
     freq_mask = torchaudio.transforms.FrequencyMasking(freq_mask_param=max(2, extractor.feature_size * 3 // 20))
     time_mask = torchaudio.transforms.TimeMasking(time_mask_param=15, p=0.2)
