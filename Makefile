@@ -72,9 +72,10 @@ bench: install-dev
 	$(PYTHON) -m benchmarks.bench_model
 
 # Train the embedded default model from nothing (data, vocabulary extension, tower pretraining, 4 stages,
-# evaluation, export to spaces_demo/vita-tiny); 50.3 minutes measured on 2 CPU cores. Needs espeak-ng, festival,
-# festvox-kallpc16k, festvox-kdlpc16k and festvox-us-slt-hts (apt). The committed checkpoint predates the current
-# data (recipes/vita_tiny/README.md, "Status").
+# evaluation, export to spaces_demo/vita-tiny) on 2 CPU cores: 50.3 min measured before stage 3 trained the audio
+# encoder too, 61.8 min since (with other work sharing the CPU in two of its steps; recipes/vita_tiny/README.md).
+# Needs espeak-ng, festival, festvox-kallpc16k, festvox-kdlpc16k and festvox-us-slt-hts (apt). The committed
+# checkpoint predates the current data (recipes/vita_tiny/README.md, "Status").
 vita-tiny: install-dev
 	$(PYTHON) -m recipes.vita_tiny
 
