@@ -1,5 +1,6 @@
 """`vllm serve <converted tiny folder>` answers OpenAI-style chat completions with an image and with an audio clip,
-with transformers' greedy answer (the chat template runs server side, media arrive base64-encoded)."""
+with transformers' greedy answer (the chat template runs server side, media arrive base64-encoded), streams an answer
+in pieces that join to the whole one, and takes a video file (`video_url`), which vLLM decodes itself."""
 
 from __future__ import annotations
 
