@@ -63,11 +63,12 @@ CAPTION_PROMPTS = {"image": ["Describe the image.", "What is in the picture?"],
 # Stage-1 text rows that make the LLM say every sentence the later stages ask of it (captions, transcripts): the
 # alignment stages keep the LLM frozen, so it must already be able to produce their words, as a pretrained LLM can.
 SAY_PROMPTS = ["Say: {t}", "Repeat after me: {t}", "Please say this: {t}"]
-# The last is held out. The training ones include questions and requests about the words themselves, so that a
-# question-shaped instruction ("Can you repeat that?") is not taken for a question to answer.
+# The last is held out. The training ones include questions, so that a question-shaped instruction ("Can you
+# repeat that?") is not taken for a question to answer; each says "repeat" or "transcribe", which is how
+# `recipes/evaluate.py` tells a transcription row (`DEFAULT_ASR_PATTERN`).
 ASR_PROMPTS = ["Repeat what I said.", "Please repeat what I said.", "Transcribe what you heard.",
-               "Could you say that again?", "What did I just say?", "Write down my words.",
-               "Say that back to me, please.", "Can you repeat that?"]  # fmt: skip
+               "Could you repeat my words?", "Will you transcribe that for me?", "Repeat it back to me, please.",
+               "Would you repeat that sentence?", "Can you repeat that?"]  # fmt: skip
 
 _OBJECTS = {"banana": "yellow", "lemon": "yellow", "tomato": "red", "strawberry": "red", "grape": "purple",
             "plum": "purple", "leaf": "green", "frog": "green", "blueberry": "blue", "sapphire": "blue"}  # fmt: skip

@@ -12,6 +12,7 @@ from recipes.vita_tiny.pretrain_audio import (
     ALPHABET,
     CTCHead,
     _features,
+    _wave,
     error_rates,
     greedy_decode,
     normalize_transcript,
@@ -57,12 +58,12 @@ def test_speed_perturbation_changes_the_length_and_vtln_the_spectrum(tmp_path):
     )
     soundfile.write(tmp_path / "tone.wav", wave, 22_050)
     extractor = VitaFeatureExtractor()
-    plain = _features(extractor, tmp_path / "tone.wav", 1.0, 1.0)
+    plain = _features(extractor, _wave(tmp_path / "tone.wav"), 1.0, 1.0)
     assert plain.shape[0] == 98  # 1 s at 16 kHz: (16000 - 400) // 160 + 1
-    faster = _features(extractor, tmp_path / "tone.wav", 1.25, 1.0)
-    slower = _features(extractor, tmp_path / "tone.wav", 0.8, 1.0)
+    faster = _features(extractor, _wave(tmp_path / "tone.wav"), 1.25, 1.0)
+    slower = _features(extractor, _wave(tmp_path / "tone.wav"), 0.8, 1.0)
     assert faster.shape[0] == 78 and slower.shape[0] == 123
-    warped = _features(extractor, tmp_path / "tone.wav", 1.0, 1.1)
+    warped = _features(extractor, _wave(tmp_path / "tone.wav"), 1.0, 1.1)
     assert warped.shape == plain.shape and not torch.allclose(warped, plain, atol=1e-3)
 
 

@@ -42,7 +42,9 @@ def test_vision_pretraining_trains_the_vision_tower_only(tmp_path):
     initialize(data, init)
     summary = pretrain_vision_tower(data, init, out, epochs=3, batch_size=8)
     losses = [h["loss"] for h in summary["log_history"] if "loss" in h]
-    assert summary["steps"] >= 3 and losses[-1] < losses[0]
+    # Per-step losses are noisy (batches of 8, the warmup's first large steps): compare thirds, not two steps.
+    third = len(losses) // 3
+    assert summary["steps"] >= 3 and sum(losses[-third:]) < sum(losses[:third]), losses
     assert summary["train_tiles"] > 0 and summary["heldout_tiles"] > 0
     assert set(summary["heldout_accuracy"]) == set(ATTRIBUTES)
     assert all(v is None or 0.0 <= v <= 1.0 for v in summary["heldout_accuracy"].values())
