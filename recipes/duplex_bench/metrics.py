@@ -179,8 +179,14 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
+def _median(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return float(np.median(present)) if present else None
+
+
 def summarize(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per task: the mean of each metric over its samples (latencies over the samples that have one), and n.
+    """Per task: the mean of each metric over its samples (latencies over the samples that have one), each latency's
+    median as `<name>_median` (one turn held by the end-of-turn model pulls a mean of a dozen samples far), and n.
 
     A result is `{"task": ..., <metric>: value, ...}` as `evaluate.py` writes them; outcome counts for v1.5 tasks.
     """
@@ -189,6 +195,7 @@ def summarize(results: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         rows = [r for r in results if r["task"] == task]
         keys = dict.fromkeys(k for r in rows for k, v in r.items() if v is None or isinstance(v, int | float))
         entry: dict[str, Any] = {"n": len(rows), **{k: _mean(r.get(k) for r in rows) for k in keys}}
+        entry.update({f"{k}_median": _median(r.get(k) for r in rows) for k in keys if "latency" in k})
         outcomes = [r["outcome"] for r in rows if "outcome" in r]
         if outcomes:
             entry["outcomes"] = {o: outcomes.count(o) for o in dict.fromkeys(outcomes)}
@@ -220,6 +227,12 @@ def format_table(summary: dict[str, dict[str, Any]], title: str = "ours") -> str
         ("user interruption", "response latency s", interrupt.get("latency"), interrupt.get("latency_fdb"),
          [f"{PUBLISHED[m]['interrupt_latency']:.3f}" for m in models]),
         ("user interruption", "stop latency s (v1.5)", interrupt.get("stop_latency"), None, ["-"] * len(models)),
+        ("smooth turn-taking", "latency s, median", turn.get("latency_median"), turn.get("latency_fdb_median"),
+         ["-"] * len(models)),
+        ("user interruption", "response latency s, median", interrupt.get("latency_median"),
+         interrupt.get("latency_fdb_median"), ["-"] * len(models)),
+        ("user interruption", "stop latency s, median", interrupt.get("stop_latency_median"), None,
+         ["-"] * len(models)),
     ]  # fmt: skip
     header = ["task", "metric", title, "FDB rule", *models]
     lines = [[task, metric, _fmt(ours), _fmt(fdb), *published] for task, metric, ours, fdb, published in rows]

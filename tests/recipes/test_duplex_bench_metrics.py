@@ -120,17 +120,23 @@ def test_summary_and_table_show_ours_beside_the_published_numbers():
         {"task": "pause_handling", "tor": 0, "tor_fdb": 0, "split": 0},
         {"task": "smooth_turn_taking", "tor": 1, "latency": 0.4, "tor_fdb": 0, "latency_fdb": None},
         {"task": "smooth_turn_taking", "tor": 1, "latency": 0.6, "tor_fdb": 0, "latency_fdb": None},
+        {"task": "smooth_turn_taking", "tor": 1, "latency": 2.0, "tor_fdb": 0, "latency_fdb": None},
         {"task": "background_speech", "outcome": "resumed", "ignored": 1},
         {"task": "background_speech", "outcome": "new_answer", "ignored": 0},
         {"task": "background_speech", "outcome": "no_answer", "ignored": None},
     ]
     summary = summarize(results)
     assert summary["pause_handling"] == {"n": 2, "tor": 0.5, "tor_fdb": 0.0, "split": 0.5}
-    assert summary["smooth_turn_taking"]["latency"] == pytest.approx(0.5)
-    assert summary["smooth_turn_taking"]["latency_fdb"] is None
+    assert summary["smooth_turn_taking"]["latency"] == pytest.approx(1.0)
+    assert summary["smooth_turn_taking"]["latency_median"] == pytest.approx(0.6)  # the held turn moves the mean only
+    assert (
+        summary["smooth_turn_taking"]["latency_fdb"] is None
+        and summary["smooth_turn_taking"]["latency_fdb_median"] is None
+    )
     assert summary["background_speech"]["ignored"] == 0.5  # no_answer is left out
     table = format_table(summary)
     assert "0.500" in table and f"{PUBLISHED['Moshi']['turn_latency']:.3f}" in table
+    assert any("latency s, median" in line and "0.600" in line for line in table.splitlines())
     assert "0.642/0.481" in table and "background_speech: ignored 0.500" in table
 
 
