@@ -203,7 +203,10 @@ def load_runtime(
         from modeling_vita.duplex_vllm_backend import VllmEngine
 
         logger.info("starting a vLLM engine on %s (%s)", model_path, engine_args or "default engine arguments")
-        engine = VllmEngine(model_path, **(engine_args or {}))
+        try:
+            engine = VllmEngine(model_path, **(engine_args or {}))
+        except ImportError as error:
+            raise ImportError(f"the vllm backend needs vLLM (pip install 'vita-hf[vllm]'): {error}") from error
         try:
             return VllmRuntime(engine, engine.load_processor(), model_path=model_path)
         except BaseException:

@@ -8,6 +8,7 @@ session and events (a checkpoint's stale pipeline or session files are never imp
 """
 
 import configparser
+import importlib.util
 import os
 import re
 import shutil
@@ -115,6 +116,13 @@ def test_main_without_a_model_exits_with_a_clear_message(tmp_path, monkeypatch, 
     with pytest.raises(SystemExit):
         space_app.main(["--vllm-engine-args", '{"max_model_len": 4096}'])
     assert "--vllm-engine-args needs --backend vllm" in capsys.readouterr().err
+
+
+def test_the_vllm_backend_without_vllm_names_the_install(tmp_path):
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here; tests/vllm runs the Space on it")
+    with pytest.raises(ImportError, match=r"the vllm backend needs vLLM \(pip install 'vita-hf\[vllm\]'\)"):
+        space_runtime.load_runtime(str(tmp_path), backend="vllm")
 
 
 def test_load_runtime_refuses_an_unknown_backend_and_engine_args_without_vllm(tmp_path):
