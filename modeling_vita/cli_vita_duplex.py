@@ -169,19 +169,14 @@ def run_session(args: argparse.Namespace, stream: TextIO) -> int:
 
 def start_vllm_engine(model_path: str, engine_args: dict[str, Any]) -> tuple[Any, Any]:
     """A `VllmEngine` serving `model_path` and the folder's processor (`--backend vllm`)."""
-    try:
-        from .duplex_vllm_backend import VllmEngine
+    from .duplex_vllm_backend import start_engine
 
-        engine = VllmEngine(model_path, **engine_args)
+    try:
+        return start_engine(model_path, **engine_args)
     except ImportError as error:
-        raise CliError(f"--backend vllm needs vLLM (pip install 'vita-hf[vllm]'): {error}") from error
+        raise CliError(f"--backend vllm: {error}") from error
     except (OSError, TypeError, ValueError) as error:
         raise CliError(f"cannot start a vLLM engine on --model {model_path!r}: {error}") from error
-    try:
-        return engine, engine.load_processor()
-    except BaseException:
-        engine.close()
-        raise
 
 
 def _run(

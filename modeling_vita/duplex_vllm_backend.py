@@ -180,6 +180,21 @@ class VllmEngine:
         self.close()
 
 
+def start_engine(model: str, **engine_args: Any) -> tuple[VllmEngine, Any]:
+    """A `VllmEngine` on `model` and the folder's processor, for a program that serves one checkpoint (`vita-duplex
+    --backend vllm`, the Space): without vLLM an `ImportError` says what to install; the engine is closed again when
+    the processor does not load."""
+    try:
+        engine = VllmEngine(model, **engine_args)
+    except ImportError as error:
+        raise ImportError(f"the vLLM backend needs vLLM (pip install 'vita-hf[vllm]'): {error}") from error
+    try:
+        return engine, engine.load_processor()
+    except BaseException:
+        engine.close()
+        raise
+
+
 def sampling_params(generation_kwargs: dict[str, Any], spellings: list[list[int]], request_id: str) -> Any:
     """vLLM `SamplingParams` for transformers-style `generation_kwargs` (`SUPPORTED_GENERATION_KWARGS`); the answer
     streams as token-id deltas (the streamer decodes) and opens with one of `spellings`."""
@@ -416,6 +431,7 @@ __all__ = [
     "VllmTurnWorkers",
     "estimated_prompt_tokens",
     "sampling_params",
+    "start_engine",
     "stream_request",
     "video_frames",
     "vllm_prompt",

@@ -200,18 +200,11 @@ def load_runtime(
     """
     model_path = resolve_model_path(model)
     if backend == "vllm":
-        from modeling_vita.duplex_vllm_backend import VllmEngine
+        from modeling_vita.duplex_vllm_backend import start_engine
 
         logger.info("starting a vLLM engine on %s (%s)", model_path, engine_args or "default engine arguments")
-        try:
-            engine = VllmEngine(model_path, **(engine_args or {}))
-        except ImportError as error:
-            raise ImportError(f"the vllm backend needs vLLM (pip install 'vita-hf[vllm]'): {error}") from error
-        try:
-            return VllmRuntime(engine, engine.load_processor(), model_path=model_path)
-        except BaseException:
-            engine.close()
-            raise
+        engine, processor = start_engine(model_path, **(engine_args or {}))
+        return VllmRuntime(engine, processor, model_path=model_path)
     if backend != "transformers":
         raise ValueError(f"backend must be 'transformers' or 'vllm', found {backend!r}")
     if engine_args:

@@ -236,7 +236,7 @@ def test_vllm_backend_without_vllm_names_the_install(tmp_path, capsys):
     soundfile.write(str(wav), np.zeros(16_000, np.float32), 16_000)
     status = main(["--model", str(tmp_path), "--audio", str(wav), "--backend", "vllm"])
     error = capsys.readouterr().err
-    assert status == 2 and "--backend vllm needs vLLM (pip install 'vita-hf[vllm]')" in error
+    assert status == 2 and "--backend vllm: the vLLM backend needs vLLM (pip install 'vita-hf[vllm]')" in error
 
 
 def test_vllm_engine_args_must_be_a_json_object(capsys):

@@ -121,7 +121,7 @@ def test_main_without_a_model_exits_with_a_clear_message(tmp_path, monkeypatch, 
 def test_the_vllm_backend_without_vllm_names_the_install(tmp_path):
     if importlib.util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed here; tests/vllm runs the Space on it")
-    with pytest.raises(ImportError, match=r"the vllm backend needs vLLM \(pip install 'vita-hf\[vllm\]'\)"):
+    with pytest.raises(ImportError, match=r"the vLLM backend needs vLLM \(pip install 'vita-hf\[vllm\]'\)"):
         space_runtime.load_runtime(str(tmp_path), backend="vllm")
 
 
