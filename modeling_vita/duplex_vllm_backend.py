@@ -136,9 +136,8 @@ class VllmEngine:
         `prompt` from `vllm_prompt`, the answer opens with one of `allowed_states` (default all) and streams into
         `streamer`; blocks until it ends. Setting `streamer.stop` from another thread aborts the request at its next
         output. Not from the engine's loop thread."""
-        states = list(streamer.spellings) if allowed_states is None else [VitaState(s) for s in allowed_states]
         request_id = f"vita-turn-{uuid.uuid4().hex[:12]}"
-        spellings = [list(streamer.spellings[state]) for state in states]
+        spellings = opening_spellings(streamer.spellings, allowed_states)
         params = sampling_params(dict(generation_kwargs or {}), spellings, request_id)
         self.run(stream_request(self.engine, prompt, params, request_id, streamer, streamer.stop))
 
@@ -193,6 +192,13 @@ def start_engine(model: str, **engine_args: Any) -> tuple[VllmEngine, Any]:
     except BaseException:
         engine.close()
         raise
+
+
+def opening_spellings(spellings: StateSpellings, allowed_states: list[Any] | None) -> list[list[int]]:
+    """The token ids an answer may open with: the spellings of `allowed_states` (state names or `VitaState`s; None:
+    every state)."""
+    states = list(spellings) if allowed_states is None else [VitaState(state) for state in allowed_states]
+    return [list(spellings[state]) for state in states]
 
 
 def sampling_params(generation_kwargs: dict[str, Any], spellings: list[list[int]], request_id: str) -> Any:
@@ -376,9 +382,9 @@ class VllmTurnWorkers:
         try:
             # Rendering (and the tokenizer pass of the budget) off the loop, which serves every session's requests.
             prompt = await asyncio.get_running_loop().run_in_executor(None, self._prompt, action)
-            states = list(self.spellings) if action.state is None else [VitaState(action.state)]
+            states = None if action.state is None else [action.state]
             params = sampling_params(
-                self.generation_kwargs, [list(self.spellings[s]) for s in states], turn.request_id
+                self.generation_kwargs, opening_spellings(self.spellings, states), turn.request_id
             )
 
             def delivered(tokens: list[int]) -> bool:
@@ -430,6 +436,7 @@ __all__ = [
     "VllmTurn",
     "VllmTurnWorkers",
     "estimated_prompt_tokens",
+    "opening_spellings",
     "sampling_params",
     "start_engine",
     "stream_request",
