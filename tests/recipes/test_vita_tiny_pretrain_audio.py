@@ -83,6 +83,10 @@ def test_ctc_pretraining_trains_the_audio_tower_only(tmp_path):
     losses = [h["loss"] for h in summary["log_history"] if "loss" in h]
     assert summary["steps"] >= 4 and losses[-1] < losses[0]
     assert 0 <= summary["heldout_cer"] and set(summary["heldout_by_voice"]) == {c["voice"] for c in index["heldout"]}
+    # The step trains without dropout by default; the saved encoder keeps its configured dropout for later stages.
+    assert summary["encoder_dropout"] == 0.0 and summary["spec_augment"] is False
+    saved = json.loads((out / "config.json").read_text())["audio_config"]["dropout"]
+    assert saved == json.loads((init / "config.json").read_text())["audio_config"]["dropout"] > 0
 
     before = VitaForConditionalGeneration.from_pretrained(init).state_dict()
     after = VitaForConditionalGeneration.from_pretrained(out).state_dict()
