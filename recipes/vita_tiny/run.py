@@ -206,6 +206,7 @@ def results_markdown(summary: dict[str, Any]) -> str:
 
 def write_model_card(export: Path, summary: dict[str, Any]) -> None:
     init, audio, vision = summary["initialize"], summary["audio_pretrain"], summary["vision_pretrain"]
+    ctc_augmentations = "speed perturbation, VTLN" + (", SpecAugment" if audio.get("spec_augment", True) else "")
     vision_accuracy = ", ".join(f"{k} {v:.2f}" for k, v in vision["heldout_accuracy"].items() if v is not None)
     card = f"""---
 license: apache-2.0
@@ -236,8 +237,8 @@ pipe = pipeline("vita-duplex", model="path/to/vita-tiny", trust_remote_code=True
 pipe(audio="question.wav", images="shapes.png")  # {{"state": "query_audio", "text": "red"}}
 ```
 
-The audio encoder was first pretrained with CTC over characters on the training speech (speed perturbation, VTLN,
-SpecAugment; `recipes/vita_tiny/pretrain_audio.py`): held-out greedy CTC transcripts had a character error rate of
+The audio encoder was first pretrained with CTC over characters on the training speech ({ctc_augmentations};
+`recipes/vita_tiny/pretrain_audio.py`): held-out greedy CTC transcripts had a character error rate of
 {audio["heldout_cer"]:.3f} and a word error rate of {audio["heldout_wer"]:.3f}, before the LLM saw any speech.
 The vision tower was first pretrained to name the colour, shape, count and position of the training pictures
 (linear heads over its patch features, the heads then dropped; `recipes/vita_tiny/pretrain_vision.py`); on held-out
