@@ -10,8 +10,8 @@ data augmentations of Kaldi/ESPnet recipes:
 - vocal-tract length perturbation (`vtln_warp` of torchaudio's Kaldi fbank),
 and without their regularisers by default: the encoder underfits its own training speech in the time this step has.
 On the data of a full build (2,920 training clips of 63 speakers), the same 4,409 steps with SpecAugment (time and
-frequency masks) and the encoder's dropout (0.1) left greedy CERs of 0.406 on clean training clips, 0.533 on their
-room/microphone/noise versions and 0.615 on the held-out voice families; without both, 0.298, 0.432 and 0.562.
+frequency masks) and the encoder's dropout (0.1) left greedy CERs of 0.406 on 200 clean training clips, 0.533 on
+their room/microphone/noise versions and 0.615 on the held-out voice families; without both, 0.298, 0.432 and 0.562.
 `spec_augment=True`, `encoder_dropout=0.1` bring them back (for more data or longer training).
 Characters rather than the LLM's tokens: measured on this data, a head over the 1,052 tokens sat in CTC's all-blank
 phase for twice as long and reached a held-out CER of 0.93 where characters reached 0.44 in the same steps.
