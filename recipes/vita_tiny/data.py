@@ -251,11 +251,8 @@ class _Builder:
     def asr(self, rid: str, bank: str) -> dict[str, Any]:
         # Held-out transcription keeps to the held-out statements: new sentences and voices, but no word unseen in
         # training (held-out question templates and talk bring new words, which no tiny model could spell).
-        # Training transcription keeps to the questions and statements, whose slots must be read from the speech:
-        # with talk to others, TV and radio and backchannels among its texts too, stage 3 learnt to name the kind of
-        # sentence and fill its words from the LLM's prior (the recipe README, "Status").
         if bank == "train":
-            text = self.rng.choice(self.speech.transcribed_texts[bank])
+            text = self.rng.choice(self.speech.spoken_texts[bank])
         else:
             text = self.rng.choice(self.speech.background_by_kind[bank]["statement"])
         clip = self.clip(text, bank)

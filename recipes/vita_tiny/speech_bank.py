@@ -101,12 +101,10 @@ class SpeechBanks:
         self.texts: dict[str, dict[str, list]] = {}
         self.clips: dict[str, dict[str, list[Clip]]] = {}
         # Per bank, what the rows draw from (kept in `texts` order, so the draws do not depend on this cache):
-        # image questions and background sentences by kind, every text spoken and the texts transcription rows
-        # speak (questions and statements), sorted.
+        # image questions and background sentences by kind, and every text spoken, sorted.
         self.image_by_kind: dict[str, dict[str, list[tuple]]] = {}
         self.background_by_kind: dict[str, dict[str, list[str]]] = {}
         self.spoken_texts: dict[str, list[str]] = {}
-        self.transcribed_texts: dict[str, list[str]] = {}
         self.n_clips, self.seconds = 0, 0.0
 
     # -- what each bank says -----------------------------------------------------------------------------------------
@@ -216,8 +214,6 @@ class SpeechBanks:
                     bar.update()
         self.clips[bank] = clips
         self.spoken_texts[bank] = sorted(clips)
-        other_talk = {text for text, kind in texts["background"] if kind != "statement"}
-        self.transcribed_texts[bank] = sorted(text for text in clips if text not in other_talk)
 
     def clip(self, text: str, bank: str, rng: random.Random) -> Clip:
         return rng.choice(self.clips[bank][text])
