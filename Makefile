@@ -72,9 +72,9 @@ bench: install-dev
 	$(PYTHON) -m benchmarks.bench_model
 
 # Train the embedded default model from nothing (data, vocabulary extension, tower pretraining, 4 stages,
-# evaluation, export to spaces_demo/vita-tiny) on 2 CPU cores: 53.0 min measured for run 5, alone on the machine,
-# whose stage 3 also trained the audio encoder (1636 s; frozen, as now, run 6's took 1397 s;
-# recipes/vita_tiny/README.md, "Status").
+# evaluation, export to spaces_demo/vita-tiny) on 2 CPU cores: 53.0 min measured for run 5, whose stage 3 also
+# trained the audio encoder, and 50.1 min for run 7, the current stages on a data change since reverted (both alone on
+# the machine; recipes/vita_tiny/README.md, "Status").
 # Needs espeak-ng, festival, festvox-kallpc16k, festvox-kdlpc16k and festvox-us-slt-hts (apt). The committed
 # checkpoint predates the current data (recipes/vita_tiny/README.md, "Status").
 vita-tiny: install-dev
